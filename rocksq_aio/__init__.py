@@ -1,0 +1,49 @@
+"""rocksq_aio: an asyncio-native, embedded, persistent queue on RocksDB.
+
+The async classes live at the top of the package; ``rocksq_aio.blocking`` and
+``rocksq_aio.nonblocking`` are drop-in replacements for RocksQ's modules.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    QueueClosedError,
+    QueueCorruptedError,
+    QueueError,
+    QueueFullError,
+    QueueIOError,
+    QueueLockedError,
+)
+from ._storage import destroy as _destroy
+from ._types import StartPosition
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "QueueClosedError",
+    "QueueCorruptedError",
+    "QueueError",
+    "QueueFullError",
+    "QueueIOError",
+    "QueueLockedError",
+    "StartPosition",
+    "__version__",
+    "remove_mpmc_queue",
+    "remove_queue",
+    "version",
+]
+
+
+def version() -> str:
+    """The library's version (RocksQ's ``version()``)."""
+    return __version__
+
+
+def remove_queue(path: str) -> None:
+    """Delete a FIFO queue's directory; the queue must be closed."""
+    _destroy(path)
+
+
+def remove_mpmc_queue(path: str) -> None:
+    """Delete an MPMC queue's directory; the queue must be closed."""
+    _destroy(path)

@@ -1,0 +1,381 @@
+"""Planning of every write batch as plain functions of the queue state.
+
+Nothing here touches RocksDB: a function takes the current state and the values
+already read, and returns the new state together with a :class:`WritePlan` (the
+keys to put and delete). ``_storage`` turns a plan into one atomic WriteBatch.
+Keeping the two apart lets the tests replay plans against a dict and compare
+with an in-memory model.
+
+Layout on disk (column families):
+
+* ``data``: key = 8-byte big-endian element index, so RocksDB order is queue
+  order. FIFO value = the item; MPMC value = 8-byte big-endian timestamp in
+  milliseconds followed by the item.
+* ``meta``: ``kind`` (which queue and format) and ``state`` (the counters).
+* ``positions`` (MPMC only): key = UTF-8 label, value = 8-byte index of the next
+  element to read + 1 byte of flags.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+
+from ._errors import QueueCorruptedError, QueueFullError
+from ._types import StartPosition
+
+DATA_CF = "data"
+META_CF = "meta"
+POSITIONS_CF = "positions"
+
+KIND_KEY = b"kind"
+STATE_KEY = b"state"
+FIFO_KIND = b"rocksq_aio.fifo.v1"
+MPMC_KIND = b"rocksq_aio.mpmc.v1"
+
+FIFO_COLUMN_FAMILIES = (DATA_CF, META_CF)
+MPMC_COLUMN_FAMILIES = (DATA_CF, META_CF, POSITIONS_CF)
+
+MAX_INDEX = 2**64 - 1
+
+_INDEX = struct.Struct(">Q")
+_FIFO_STATE = struct.Struct(">QQQ")  # head, tail, payload_size
+_MPMC_STATE = struct.Struct(">QQQ")  # head, tail, timestamp of the newest element (ms)
+_POSITION = struct.Struct(">QB")  # next index to read, flags
+_TIMESTAMP = struct.Struct(">Q")
+TIMESTAMP_BYTES = _TIMESTAMP.size
+_EXPIRED_UNSEEN = 1
+
+encode_index = _INDEX.pack
+
+
+def decode_index(key: bytes) -> int:
+    if len(key) != _INDEX.size:
+        raise QueueCorruptedError(f"data key of {len(key)} bytes, expected {_INDEX.size}")
+    index: int = _INDEX.unpack(key)[0]
+    return index
+
+
+@dataclass(slots=True)
+class WritePlan:
+    """What one atomic batch writes.
+
+    ``data_puts`` only ever target indices at or beyond the committed tail, so
+    they may be staged in several smaller writes before the batch that carries
+    the counters (see ``_storage.Store.apply``).
+    """
+
+    data_puts: list[tuple[int, bytes]] = field(default_factory=list)
+    data_delete_start: int = 0
+    data_delete_stop: int = 0
+    meta_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    position_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    position_deletes: list[bytes] = field(default_factory=list)
+
+    def delete_data(self, start: int, stop: int) -> None:
+        """Delete indices [start, stop); ranges planned in one batch are contiguous."""
+        if start >= stop:
+            return
+        if self.data_delete_start == self.data_delete_stop:
+            self.data_delete_start, self.data_delete_stop = start, stop
+        elif start == self.data_delete_stop:
+            self.data_delete_stop = stop
+        else:
+            raise AssertionError("deleted ranges in one batch must be contiguous")
+
+    @property
+    def is_empty(self) -> bool:
+        return not (
+            self.data_puts
+            or self.data_delete_start != self.data_delete_stop
+            or self.meta_puts
+            or self.position_puts
+            or self.position_deletes
+        )
+
+
+# ---------------------------------------------------------------- FIFO
+
+
+@dataclass(frozen=True, slots=True)
+class FifoState:
+    head: int = 0
+    tail: int = 0
+    payload_size: int = 0
+
+    @property
+    def length(self) -> int:
+        return self.tail - self.head
+
+
+def encode_fifo_state(state: FifoState) -> bytes:
+    return _FIFO_STATE.pack(state.head, state.tail, state.payload_size)
+
+
+def decode_fifo_state(raw: bytes) -> FifoState:
+    if len(raw) != _FIFO_STATE.size:
+        raise QueueCorruptedError(
+            f"FIFO counters are {len(raw)} bytes long, expected {_FIFO_STATE.size}"
+        )
+    head, tail, payload_size = _FIFO_STATE.unpack(raw)
+    if head > tail:
+        raise QueueCorruptedError(f"FIFO counters say head {head} > tail {tail}")
+    if head == tail and payload_size != 0:
+        raise QueueCorruptedError(f"FIFO is empty but its payload size is {payload_size}")
+    return FifoState(head, tail, payload_size)
+
+
+def plan_fifo_push(
+    state: FifoState, items: list[bytes], capacity: int
+) -> tuple[FifoState, WritePlan]:
+    """Append items at the tail; the whole batch is refused if it does not fit."""
+    count = len(items)
+    if state.length + count > capacity:
+        raise QueueFullError(
+            f"Queue is full: {state.length} elements stored, pushing {count} would exceed "
+            f"max_elements={capacity}; nothing was written"
+        )
+    tail = state.tail
+    new_state = FifoState(
+        state.head, tail + count, state.payload_size + sum(len(item) for item in items)
+    )
+    plan = WritePlan(
+        data_puts=list(zip(range(tail, tail + count), items, strict=False)),
+        meta_puts=[(STATE_KEY, encode_fifo_state(new_state))],
+    )
+    return new_state, plan
+
+
+def plan_fifo_pop(state: FifoState, popped: list[bytes]) -> tuple[FifoState, WritePlan]:
+    """Remove ``popped`` (the values read at the head, in order) from the queue."""
+    count = len(popped)
+    if count > state.length:
+        raise AssertionError("cannot pop more elements than the queue holds")
+    head = state.head + count
+    payload_size = state.payload_size - sum(len(item) for item in popped)
+    if head == state.tail:
+        # An empty queue has no payload; resetting also heals drift from
+        # counters written by an older version.
+        payload_size = 0
+    if payload_size < 0:
+        raise QueueCorruptedError("payload size counter went negative")
+    new_state = FifoState(head, state.tail, payload_size)
+    plan = WritePlan(meta_puts=[(STATE_KEY, encode_fifo_state(new_state))])
+    plan.delete_data(state.head, head)
+    return new_state, plan
+
+
+def plan_fifo_unpop(state: FifoState, items: list[bytes]) -> tuple[FifoState, WritePlan]:
+    """Put items popped earlier back in front of the head, keeping their order.
+
+    Every unpopped item was popped first, so the head is always >= their count.
+    """
+    count = len(items)
+    if count > state.head:
+        raise AssertionError("cannot unpop more elements than were popped")
+    head = state.head - count
+    new_state = FifoState(head, state.tail, state.payload_size + sum(len(item) for item in items))
+    plan = WritePlan(
+        data_puts=list(zip(range(head, state.head), items, strict=False)),
+        meta_puts=[(STATE_KEY, encode_fifo_state(new_state))],
+    )
+    return new_state, plan
+
+
+def plan_fifo_create() -> tuple[FifoState, WritePlan]:
+    state = FifoState()
+    plan = WritePlan(meta_puts=[(KIND_KEY, FIFO_KIND), (STATE_KEY, encode_fifo_state(state))])
+    return state, plan
+
+
+# ---------------------------------------------------------------- MPMC
+
+
+@dataclass(frozen=True, slots=True)
+class LabelPosition:
+    index: int
+    """The next element this label reads."""
+    expired_unseen: bool = False
+    """Elements this label had not read were removed by TTL; reported once by next()."""
+
+
+@dataclass(frozen=True, slots=True)
+class MpmcState:
+    head: int = 0
+    tail: int = 0
+    newest_timestamp_ms: int = 0
+    """Timestamp of the newest element ever added; new stamps never go below it,
+    so timestamps never decrease along the queue even if the clock steps back."""
+    positions: dict[str, LabelPosition] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return self.tail - self.head
+
+
+def encode_mpmc_counters(state: MpmcState) -> bytes:
+    return _MPMC_STATE.pack(state.head, state.tail, state.newest_timestamp_ms)
+
+
+def decode_mpmc_counters(raw: bytes) -> tuple[int, int, int]:
+    if len(raw) != _MPMC_STATE.size:
+        raise QueueCorruptedError(
+            f"MPMC counters are {len(raw)} bytes long, expected {_MPMC_STATE.size}"
+        )
+    head, tail, newest = _MPMC_STATE.unpack(raw)
+    if head > tail:
+        raise QueueCorruptedError(f"MPMC counters say head {head} > tail {tail}")
+    return head, tail, newest
+
+
+def encode_position(position: LabelPosition) -> bytes:
+    return _POSITION.pack(position.index, _EXPIRED_UNSEEN if position.expired_unseen else 0)
+
+
+def decode_position(
+    label_key: bytes, raw: bytes, head: int, tail: int
+) -> tuple[str, LabelPosition]:
+    try:
+        label = label_key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise QueueCorruptedError(f"label {label_key!r} is not valid UTF-8") from None
+    if len(raw) != _POSITION.size:
+        raise QueueCorruptedError(
+            f"position of label {label!r} is {len(raw)} bytes long, expected {_POSITION.size}"
+        )
+    index, flags = _POSITION.unpack(raw)
+    if not head <= index <= tail or flags & ~_EXPIRED_UNSEEN:
+        raise QueueCorruptedError(
+            f"position {index} of label {label!r} is outside the stored range "
+            f"[{head}, {tail}] or has unknown flags {flags}"
+        )
+    return label, LabelPosition(index, bool(flags & _EXPIRED_UNSEEN))
+
+
+def stamp(timestamp_ms: int, item: bytes) -> bytes:
+    return _TIMESTAMP.pack(timestamp_ms) + item
+
+
+def stamped_timestamp(value: bytes) -> int:
+    if len(value) < TIMESTAMP_BYTES:
+        raise QueueCorruptedError(f"MPMC element of {len(value)} bytes has no timestamp")
+    timestamp: int = _TIMESTAMP.unpack_from(value)[0]
+    return timestamp
+
+
+def unstamp(value: bytes) -> bytes:
+    if len(value) < TIMESTAMP_BYTES:
+        raise QueueCorruptedError(f"MPMC element of {len(value)} bytes has no timestamp")
+    return value[TIMESTAMP_BYTES:]
+
+
+def plan_mpmc_create() -> tuple[MpmcState, WritePlan]:
+    state = MpmcState()
+    plan = WritePlan(meta_puts=[(KIND_KEY, MPMC_KIND), (STATE_KEY, encode_mpmc_counters(state))])
+    return state, plan
+
+
+def _with_counters(plan: WritePlan, state: MpmcState) -> None:
+    plan.meta_puts = [(STATE_KEY, encode_mpmc_counters(state))]
+
+
+def plan_mpmc_expire(state: MpmcState, new_head: int, plan: WritePlan) -> MpmcState:
+    """Drop elements [head, new_head) and move every label that had not read them."""
+    if new_head <= state.head:
+        return state
+    if new_head > state.tail:
+        raise AssertionError("cannot expire beyond the tail")
+    plan.delete_data(state.head, new_head)
+    positions = dict(state.positions)
+    for label, position in state.positions.items():
+        if position.index < new_head:
+            moved = LabelPosition(new_head, expired_unseen=True)
+            positions[label] = moved
+            plan.position_puts.append((label.encode("utf-8"), encode_position(moved)))
+    new_state = replace(state, head=new_head, positions=positions)
+    _with_counters(plan, new_state)
+    return new_state
+
+
+def plan_mpmc_add(state: MpmcState, items: list[bytes], now_ms: int, plan: WritePlan) -> MpmcState:
+    """Append items stamped with ``now_ms`` (never below the newest stamp)."""
+    if not items:
+        return state
+    timestamp = max(now_ms, state.newest_timestamp_ms)
+    tail = state.tail
+    if tail + len(items) > MAX_INDEX:
+        raise QueueFullError("MPMC queue index space exhausted")
+    prefix = _TIMESTAMP.pack(timestamp)
+    plan.data_puts.extend((tail + offset, prefix + item) for offset, item in enumerate(items))
+    new_state = replace(state, tail=tail + len(items), newest_timestamp_ms=timestamp)
+    _with_counters(plan, new_state)
+    return new_state
+
+
+def label_start(state: MpmcState, label: str, start_position: StartPosition) -> LabelPosition:
+    """Where ``label`` reads next: its saved position, or where a new label starts."""
+    saved = state.positions.get(label)
+    if saved is not None:
+        return saved
+    if start_position is StartPosition.Oldest or state.head == state.tail:
+        index = state.head if start_position is StartPosition.Oldest else state.tail
+        return LabelPosition(index)
+    # RocksQ's rule: a new label at Newest starts at the last stored element.
+    return LabelPosition(state.tail - 1)
+
+
+def readable_count(state: MpmcState, position: LabelPosition, max_elements: int) -> int:
+    return max(0, min(max_elements, state.tail - position.index))
+
+
+def plan_mpmc_next(
+    state: MpmcState, label: str, start: LabelPosition, read_count: int, plan: WritePlan
+) -> tuple[MpmcState, bool]:
+    """Advance ``label`` past ``read_count`` elements from ``start``.
+
+    Returns the new state and whether the caller must be told that unread
+    elements expired (reported once, then cleared).
+    """
+    if start.index + read_count > state.tail:
+        raise AssertionError("cannot read beyond the tail")
+    moved = LabelPosition(start.index + read_count)
+    if state.positions.get(label) == moved:
+        return state, start.expired_unseen
+    positions = dict(state.positions)
+    positions[label] = moved
+    plan.position_puts.append((label.encode("utf-8"), encode_position(moved)))
+    return replace(state, positions=positions), start.expired_unseen
+
+
+def plan_mpmc_rewind(
+    state: MpmcState, label: str, start: int, count: int, plan: WritePlan
+) -> tuple[MpmcState, bool]:
+    """Move ``label`` back to ``start`` if nothing read past its last next() since.
+
+    Elements that expired in the meantime cannot come back: the label then
+    restarts at the head and is told once that it missed elements.
+    """
+    saved = state.positions.get(label)
+    if saved is None or saved.index != start + count:
+        return state, False
+    rewound = LabelPosition(max(start, state.head), expired_unseen=start < state.head)
+    positions = dict(state.positions)
+    positions[label] = rewound
+    plan.position_puts.append((label.encode("utf-8"), encode_position(rewound)))
+    return replace(state, positions=positions), True
+
+
+def plan_mpmc_remove_label(state: MpmcState, label: str, plan: WritePlan) -> tuple[MpmcState, bool]:
+    if label not in state.positions:
+        return state, False
+    positions = dict(state.positions)
+    del positions[label]
+    plan.position_deletes.append(label.encode("utf-8"))
+    return replace(state, positions=positions), True
+
+
+def expiry_cutoff_ms(now_ms: int, ttl_ms: int) -> int | None:
+    """Elements stamped at or before the cutoff have expired; None when TTL is off."""
+    if ttl_ms <= 0:
+        return None
+    return now_ms - ttl_ms

@@ -1,0 +1,371 @@
+"""The only module that touches rocksdict.
+
+It opens a queue directory safely, reads ranges of elements, and applies a
+:class:`~rocksq_aio._plan.WritePlan` as one atomic WriteBatch. Every rocksdict
+exception is translated into our error hierarchy here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rocksdict import (
+    ColumnFamily,
+    DbClosedError,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
+
+from ._errors import (
+    QueueClosedError,
+    QueueCorruptedError,
+    QueueError,
+    QueueIOError,
+    QueueLockedError,
+)
+from ._plan import DATA_CF, META_CF, WritePlan, decode_index, encode_index
+
+DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
+"""Largest WriteBatch we hand to RocksDB at once.
+
+rocksdict holds the GIL for the whole write (fsync included), so a bigger
+batch would freeze every other Python thread, an event loop among them."""
+
+_END_OF_INDICES = b"\xff" * 9  # sorts after every 8-byte index key
+
+_open_paths: set[str] = set()
+_open_paths_lock = threading.Lock()
+
+
+def translate(error: BaseException, path: str, action: str) -> QueueError:
+    """Turn a rocksdict exception into the matching QueueError."""
+    if isinstance(error, QueueError):
+        return error
+    if isinstance(error, DbClosedError):
+        return QueueClosedError(f"queue at {path!r} is closed")
+    message = str(error)
+    if "lock" in message.lower() and "LOCK" in message:
+        return QueueLockedError(
+            f"queue at {path!r} is already open (in this or another process): {message}"
+        )
+    if "Corruption" in message or "Checksum" in message or "checksum" in message:
+        return QueueCorruptedError(f"{action} failed, queue at {path!r} is corrupted: {message}")
+    return QueueIOError(f"{action} failed for queue at {path!r}: {message}")
+
+
+def _options(*, create: bool) -> Options:
+    # raw_mode: bytes in, bytes out, no pickle; passing options explicitly also
+    # keeps rocksdict from trusting the directory's rocksdict-config.json.
+    options = Options(raw_mode=True)
+    options.create_if_missing(create)
+    options.create_missing_column_families(create)
+    options.set_keep_log_file_num(2)
+    options.set_max_total_wal_size(64 * 1024 * 1024)
+    return options
+
+
+def directory_size(path: str) -> int:
+    total = 0
+    for root, _directories, files in os.walk(path):
+        for name in files:
+            # RocksDB may remove a file while we walk.
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+class Store:
+    """An open RocksDB directory with fixed column families."""
+
+    def __init__(
+        self,
+        path: str,
+        column_families: tuple[str, ...],
+        *,
+        sync: bool,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        directory_mode: int = 0o700,
+    ) -> None:
+        self.path = path
+        self.batch_bytes = batch_bytes
+        self._failure: QueueError | None = None
+        self._closed = False
+        with _open_paths_lock:
+            if path in _open_paths:
+                raise QueueLockedError(f"queue at {path!r} is already open in this process")
+            _open_paths.add(path)
+        try:
+            self.is_new = self._prepare_directory(path, column_families, directory_mode)
+            options = _options(create=True)
+            families = {name: _options(create=True) for name in column_families}
+            try:
+                self._db = Rdict(path, options, column_families=families)
+            except Exception as error:
+                raise translate(error, path, "opening") from error
+            # Held for the queue's lifetime: dropping a column-family handle
+            # flushes the memtable, and a live one keeps the DB lock.
+            self._handles: dict[str, ColumnFamily] = {
+                name: self._db.get_column_family_handle(name) for name in column_families
+            }
+            self._families: dict[str, Rdict] = {
+                name: self._db.get_column_family(name) for name in column_families
+            }
+        except BaseException:
+            with _open_paths_lock:
+                _open_paths.discard(path)
+            raise
+        self._write_options = WriteOptions()
+        self._write_options.sync = sync
+        self._staging_options = WriteOptions()
+        self._staging_options.sync = False
+        self._read_options = ReadOptions()
+        self.sync = sync
+
+    @staticmethod
+    def _prepare_directory(path: str, column_families: tuple[str, ...], mode: int) -> bool:
+        """Create the directory if needed; return True when it holds no queue yet."""
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"path {path!r} exists and is not a directory")
+        parent = os.path.dirname(path)
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent, mode=mode, exist_ok=True)
+        if not os.path.exists(path):
+            os.mkdir(path, mode)
+            return True
+        if not os.path.exists(os.path.join(path, "CURRENT")):
+            if os.listdir(path):
+                raise QueueError(
+                    f"path {path!r} is a non-empty directory that holds no RocksDB database; "
+                    "refusing to write into it"
+                )
+            return True
+        try:
+            present = set(Rdict.list_cf(path, Options(raw_mode=True)))
+        except Exception as error:
+            raise translate(error, path, "reading the column families") from error
+        expected = {"default", *column_families}
+        if present != expected:
+            raise QueueError(
+                f"path {path!r} holds a RocksDB database with column families "
+                f"{sorted(present)}, not a rocksq_aio queue of this kind ({sorted(expected)})"
+            )
+        return False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def check_usable(self) -> None:
+        if self._closed:
+            raise QueueClosedError(f"queue at {self.path!r} is closed")
+        if self._failure is not None:
+            raise QueueIOError(
+                f"queue at {self.path!r} refused the operation: an earlier write failed "
+                f"({self._failure}); close and reopen the queue"
+            )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # The DB lock is released only once no column-family handle is alive.
+            self._families.clear()
+            self._handles.clear()
+            self._db.close()
+        except Exception as error:
+            raise translate(error, self.path, "closing") from error
+        finally:
+            with _open_paths_lock:
+                _open_paths.discard(self.path)
+
+    @contextmanager
+    def _reading(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except QueueError:
+            raise
+        except Exception as error:
+            raise translate(error, self.path, action) from error
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, family: str, key: bytes) -> bytes | None:
+        with self._reading("reading"):
+            value: Any = self._families[family].get(key)
+        if value is not None and not isinstance(value, bytes):
+            raise QueueCorruptedError(f"unexpected value type {type(value).__name__}")
+        return value
+
+    def read_elements(self, start: int, count: int) -> list[bytes]:
+        """Return the values of data indices [start, start + count); all must exist."""
+        if count <= 0:
+            return []
+        if count == 1:
+            value = self.get(DATA_CF, encode_index(start))
+            if value is None:
+                raise QueueCorruptedError(
+                    f"element {start} is missing from the queue at {self.path!r}"
+                )
+            return [value]
+        values: list[bytes] = []
+        with self._reading("reading elements"):
+            iterator = self._families[DATA_CF].iter(self._read_options)
+            try:
+                iterator.seek(encode_index(start))
+                expected = start
+                stop = start + count
+                while expected < stop and iterator.valid():
+                    key = iterator.key()
+                    if key != encode_index(expected):
+                        break
+                    values.append(iterator.value())
+                    expected += 1
+                    iterator.next()
+                # Iterators stop quietly on corruption; status() says why.
+                iterator.status()
+            finally:
+                del iterator
+        if len(values) != count:
+            raise QueueCorruptedError(
+                f"element {start + len(values)} is missing from the queue at {self.path!r}"
+            )
+        return values
+
+    def data_key_bounds(self) -> tuple[int, int] | None:
+        """First and last data index stored, or None when the data family is empty."""
+        with self._reading("scanning the data"):
+            iterator = self._families[DATA_CF].iter(self._read_options)
+            try:
+                iterator.seek_to_first()
+                if not iterator.valid():
+                    iterator.status()
+                    return None
+                first = decode_index(iterator.key())
+                iterator.seek_to_last()
+                last = decode_index(iterator.key()) if iterator.valid() else first
+                iterator.status()
+            finally:
+                del iterator
+        return first, last
+
+    def family_items(self, family: str) -> list[tuple[bytes, bytes]]:
+        items: list[tuple[bytes, bytes]] = []
+        with self._reading("scanning " + family):
+            iterator = self._families[family].iter(self._read_options)
+            try:
+                iterator.seek_to_first()
+                while iterator.valid():
+                    items.append((iterator.key(), iterator.value()))
+                    iterator.next()
+                iterator.status()
+            finally:
+                del iterator
+        return items
+
+    # ------------------------------------------------------------ writes
+
+    def apply(self, plan: WritePlan, *, sync: bool | None = None) -> None:
+        """Write ``plan`` atomically.
+
+        Element puts beyond ``batch_bytes`` are first staged in smaller
+        unsynced batches: they sit beyond the committed tail, invisible to
+        readers, until the final batch moves the counters. A crash in between
+        leaves only orphans past the tail, which ``discard_beyond`` removes
+        at the next open.
+        """
+        self.check_usable()
+        handles = self._handles
+        data = handles[DATA_CF]
+        batch = WriteBatch(raw_mode=True)
+        staged_bytes = 0
+        try:
+            for index, value in plan.data_puts:
+                if staged_bytes + len(value) > self.batch_bytes and not batch.is_empty():
+                    self._db.write(batch, self._staging_options)
+                    batch = WriteBatch(raw_mode=True)
+                    staged_bytes = 0
+                batch.put(encode_index(index), value, data)
+                staged_bytes += len(value)
+            for index in range(plan.data_delete_start, plan.data_delete_stop):
+                batch.delete(encode_index(index), data)
+            if plan.meta_puts:
+                meta = handles[META_CF]
+                for key, value in plan.meta_puts:
+                    batch.put(key, value, meta)
+            if plan.position_puts or plan.position_deletes:
+                positions = handles["positions"]
+                for key, value in plan.position_puts:
+                    batch.put(key, value, positions)
+                for key in plan.position_deletes:
+                    batch.delete(key, positions)
+            if sync is None or sync == self.sync:
+                self._db.write(batch, self._write_options)
+            else:
+                options = WriteOptions()
+                options.sync = sync
+                self._db.write(batch, options)
+        except Exception as error:
+            failure = translate(error, self.path, "writing")
+            # The write may or may not be on disk: only a reopen tells.
+            self._failure = failure
+            raise failure from error
+
+    def discard_beyond(self, tail: int) -> None:
+        """Delete orphans staged past ``tail`` by a push that never committed."""
+        self.check_usable()
+        batch = WriteBatch(raw_mode=True)
+        batch.delete_range(encode_index(tail), _END_OF_INDICES, self._handles[DATA_CF])
+        try:
+            self._db.write(batch, self._write_options)
+        except Exception as error:
+            self._failure = translate(error, self.path, "cleaning up")
+            raise self._failure from error
+
+
+def _held_by_another_process(lock_file: str) -> bool:
+    """True when another process holds RocksDB's lock on ``lock_file``."""
+    try:
+        descriptor = os.open(lock_file, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
+
+
+def destroy(path: str) -> None:
+    """Remove a queue directory entirely; it must not be open anywhere."""
+    absolute = os.path.abspath(os.fspath(path))
+    with _open_paths_lock:
+        if absolute in _open_paths:
+            raise QueueLockedError(f"queue at {absolute!r} is open; close it before removing it")
+    if not os.path.exists(absolute):
+        return
+    if not os.path.isdir(absolute):
+        raise ValueError(f"path {absolute!r} is not a directory")
+    if not os.path.exists(os.path.join(absolute, "CURRENT")):
+        # Never rmtree a directory that is not ours.
+        if os.listdir(absolute):
+            raise QueueError(f"path {absolute!r} is not a queue directory; refusing to remove it")
+        os.rmdir(absolute)
+        return
+    if _held_by_another_process(os.path.join(absolute, "LOCK")):
+        raise QueueLockedError(f"queue at {absolute!r} is open in another process")
+    shutil.rmtree(absolute)

@@ -1,0 +1,14 @@
+"""Small shared types."""
+
+from __future__ import annotations
+
+import enum
+
+
+class StartPosition(enum.Enum):
+    """Where a new MPMC label starts reading (RocksQ's names and values)."""
+
+    Oldest = 0
+    """At the oldest element still stored."""
+    Newest = 1
+    """At the last element already stored (it is delivered), or at the next one when empty."""

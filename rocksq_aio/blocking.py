@@ -1,0 +1,85 @@
+"""Blocking face: a drop-in replacement for ``rocksq.blocking``.
+
+Change ``from rocksq.blocking import ...`` to ``from rocksq_aio.blocking import
+...`` and the program runs unchanged. ``no_gil`` is accepted for compatibility
+and has no effect: the GIL handling is decided by the core (see the README).
+"""
+
+from __future__ import annotations
+
+from . import _validate
+from ._core import DEFAULT_CACHE_BYTES, DEFAULT_CAPACITY, FifoCore, MpmcCore
+from ._errors import (
+    QueueClosedError,
+    QueueCorruptedError,
+    QueueError,
+    QueueFullError,
+    QueueIOError,
+    QueueLockedError,
+)
+from ._storage import DEFAULT_BATCH_BYTES
+from ._types import StartPosition
+
+__all__ = [
+    "MpmcQueue",
+    "PersistentQueueWithCapacity",
+    "QueueClosedError",
+    "QueueCorruptedError",
+    "QueueError",
+    "QueueFullError",
+    "QueueIOError",
+    "QueueLockedError",
+    "StartPosition",
+]
+
+
+class PersistentQueueWithCapacity(FifoCore):
+    """A persistent FIFO queue of bytes with a capacity of ``max_elements``."""
+
+    def __init__(
+        self,
+        path: str,
+        max_elements: int = DEFAULT_CAPACITY,
+        *,
+        sync: bool = False,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        super().__init__(
+            path, max_elements, sync=sync, batch_bytes=batch_bytes, cache_bytes=cache_bytes
+        )
+
+    def __enter__(self) -> PersistentQueueWithCapacity:
+        return self
+
+    def push(self, items: list[bytes], no_gil: bool = True) -> None:  # type: ignore[override]
+        _validate.flag(no_gil, "no_gil")
+        super().push(items)
+
+    def pop(self, max_elements: int = 1, no_gil: bool = True) -> list[bytes]:  # type: ignore[override]
+        _validate.flag(no_gil, "no_gil")
+        return super().pop(max_elements)
+
+
+class MpmcQueue(MpmcCore):
+    """A persistent stream read by many labelled consumers.
+
+    Elements live ``ttl`` seconds (0 = forever); labels and positions never expire.
+    """
+
+    def __enter__(self) -> MpmcQueue:
+        return self
+
+    def add(self, items: list[bytes], no_gil: bool = True) -> None:  # type: ignore[override]
+        _validate.flag(no_gil, "no_gil")
+        super().add(items)
+
+    def next(  # type: ignore[override]
+        self,
+        label: str,
+        start_position: StartPosition = StartPosition.Oldest,
+        max_elements: int = 1,
+        no_gil: bool = True,
+    ) -> tuple[list[bytes], bool]:
+        _validate.flag(no_gil, "no_gil")
+        return super().next(label, start_position, max_elements)
