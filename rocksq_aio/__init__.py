@@ -6,6 +6,7 @@ The async classes live at the top of the package; ``rocksq_aio.blocking`` and
 
 from __future__ import annotations
 
+from ._async import MpmcQueue, PersistentQueue
 from ._errors import (
     QueueClosedError,
     QueueCorruptedError,
@@ -20,6 +21,8 @@ from ._types import StartPosition
 __version__ = "0.1.0"
 
 __all__ = [
+    "MpmcQueue",
+    "PersistentQueue",
     "QueueClosedError",
     "QueueCorruptedError",
     "QueueError",

@@ -1,19 +1,28 @@
 """The synchronous core: all queue behaviour lives here.
 
-Each queue owns one :class:`threading.Lock`; every public operation takes it,
-plans one batch with ``_plan`` and applies it with ``_storage``. The blocking,
-nonblocking and async faces are thin wrappers around these classes.
+Every operation becomes an :class:`Operation` that is submitted to the queue
+and executed by ``drain()``, which takes the queue's lock, merges everything
+pending (in arrival order, bounded in bytes) into one plan, writes it as one
+atomic batch and completes all the merged operations at once (group commit).
+The blocking face calls ``run()`` (submit, then drain until done); the async
+and nonblocking faces submit and call ``drain()`` from a worker thread.
+
+A caller that stops waiting calls ``abandon()``: an operation that had not
+started is withdrawn, and items of a pop or next that already committed are
+given back instead of being lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import itertools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from . import _plan, _validate
 from ._errors import QueueCorruptedError, QueueError
@@ -26,6 +35,7 @@ from ._plan import (
     MPMC_COLUMN_FAMILIES,
     MPMC_KIND,
     STATE_KEY,
+    FifoState,
     MpmcState,
     WritePlan,
 )
@@ -38,6 +48,41 @@ DEFAULT_CACHE_BYTES = 8 * 1024 * 1024
 Bounded in bytes, so memory never depends on the queue's capacity or length."""
 
 Clock = Callable[[], float]
+
+
+class Kind(enum.Enum):
+    PUSH = "push"
+    POP = "pop"
+    ADD = "add"
+    NEXT = "next"
+    REMOVE_LABEL = "remove_label"
+
+
+class Stage(enum.IntEnum):
+    PENDING = 0
+    RUNNING = 1
+    DONE = 2
+    WITHDRAWN = 3
+
+
+class Operation:
+    """One validated call waiting for, or done by, a group commit."""
+
+    __slots__ = ("abandoned", "arguments", "error", "kind", "result", "size", "stage")
+
+    def __init__(self, kind: Kind, arguments: tuple[Any, ...], size: int = 0) -> None:
+        self.kind = kind
+        self.arguments = arguments
+        self.size = size
+        self.stage = Stage.PENDING
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.abandoned = False
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 def _check_kind(store: Store, expected: bytes) -> bytes | None:
@@ -58,7 +103,7 @@ def _check_kind(store: Store, expected: bytes) -> bytes | None:
 
 
 def _check_data_matches(store: Store, head: int, tail: int) -> None:
-    """Cross-check the counters with the stored keys and drop orphans past the tail."""
+    """Cross-check the counters with the stored keys and drop staged orphans."""
     bounds = store.data_key_bounds()
     if bounds is None:
         if head != tail:
@@ -67,22 +112,34 @@ def _check_data_matches(store: Store, head: int, tail: int) -> None:
             )
         return
     first, last = bounds
-    if head < tail and (first != head or last < tail - 1):
-        raise QueueCorruptedError(
-            f"queue at {store.path!r} counts elements [{head}, {tail}) but stores "
-            f"keys from {first} to {last}"
-        )
-    if first < head and head == tail:
-        raise QueueCorruptedError(
-            f"queue at {store.path!r} is empty by its counters but stores element {first}"
-        )
-    if last >= tail:
-        store.discard_beyond(tail)
+    if head < tail:
+        if first > head or last < tail - 1:
+            raise QueueCorruptedError(
+                f"queue at {store.path!r} counts elements [{head}, {tail}) but stores "
+                f"keys from {first} to {last}"
+            )
+        if store.get(DATA_CF, _plan.encode_index(head)) is None or (
+            store.get(DATA_CF, _plan.encode_index(tail - 1)) is None
+        ):
+            raise QueueCorruptedError(
+                f"queue at {store.path!r} is missing the element at its head or tail"
+            )
+    if first < head or last >= tail:
+        store.discard_outside(head, tail)
 
 
 class _CoreBase:
     _store: Store
     _lock: threading.Lock
+    _pending: deque[Operation]
+    _pending_lock: threading.Lock
+
+    def _start_dispatch(self) -> None:
+        # Counts commits that made elements available; async waiters watch it.
+        self.arrivals = 0
+        self._lock = threading.Lock()
+        self._pending = deque()
+        self._pending_lock = threading.Lock()
 
     @property
     def path(self) -> str:
@@ -93,9 +150,94 @@ class _CoreBase:
         return self._store.closed
 
     @property
+    def sync(self) -> bool:
+        return self._store.sync
+
+    @property
+    def batch_bytes(self) -> int:
+        return self._store.batch_bytes
+
+    @property
     def disk_size(self) -> int:
         """Bytes used by the queue's directory."""
         return directory_size(self._store.path)
+
+    # ------------------------------------------------------------ dispatch
+
+    def submit(self, operation: Operation) -> None:
+        self._store.check_usable()
+        with self._pending_lock:
+            self._pending.append(operation)
+
+    def drain(self) -> None:
+        """Execute pending operations as one group; returns at once if none are pending."""
+        with self._lock:
+            with self._pending_lock:
+                group = self._take_group()
+            if not group:
+                return
+            try:
+                self._store.check_usable()
+                self._execute(group)
+            except BaseException as error:
+                for operation in group:
+                    operation.result = None
+                    operation.error = error
+            with self._pending_lock:
+                abandoned = []
+                for operation in group:
+                    operation.stage = Stage.DONE
+                    if operation.abandoned:
+                        abandoned.append(operation)
+            for operation in abandoned:
+                self._give_back_quietly(operation)
+
+    def _take_group(self) -> list[Operation]:
+        pending = self._pending
+        group: list[Operation] = []
+        size = 0
+        limit = self._store.batch_bytes
+        while pending and (not group or size + pending[0].size <= limit):
+            operation = pending.popleft()
+            operation.stage = Stage.RUNNING
+            size += operation.size
+            group.append(operation)
+        return group
+
+    def run(self, operation: Operation) -> Any:
+        """Submit and drain until ``operation`` is done; return its result or raise."""
+        self.submit(operation)
+        while operation.stage is not Stage.DONE:
+            self.drain()
+        return operation.outcome()
+
+    def abandon(self, operation: Operation) -> None:
+        """The caller stopped waiting: withdraw the operation or give its items back."""
+        with self._pending_lock:
+            if operation.stage is Stage.PENDING:
+                self._pending.remove(operation)
+                operation.stage = Stage.WITHDRAWN
+                return
+            if operation.stage is Stage.RUNNING:
+                operation.abandoned = True  # drain() gives it back when done
+                return
+        if operation.stage is Stage.DONE:
+            with self._lock:
+                self._give_back_quietly(operation)
+
+    def _give_back_quietly(self, operation: Operation) -> None:
+        # Only fails once the store is in its error state, which every later
+        # call reports; the caller giving up must not see a second error.
+        with contextlib.suppress(QueueError):
+            self._give_back_locked(operation)
+
+    def _execute(self, group: list[Operation]) -> None:
+        raise NotImplementedError
+
+    def _give_back_locked(self, operation: Operation) -> None:
+        """Return the items of a completed, undelivered read to the queue."""
+
+    # ------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         """Release the queue; its path can be reopened at once."""
@@ -138,13 +280,9 @@ class FifoCore(_CoreBase):
         )
         self._cache_limit = _validate.non_negative_int(cache_bytes, "cache_bytes")
         batch_limit = _validate.positive_int(batch_bytes, "batch_bytes")
-        self._lock = threading.Lock()
-        self._store = Store(
-            absolute,
-            FIFO_COLUMN_FAMILIES,
-            sync=_validate.flag(sync, "sync"),
-            batch_bytes=batch_limit,
-        )
+        durable = _validate.flag(sync, "sync")
+        self._start_dispatch()
+        self._store = Store(absolute, FIFO_COLUMN_FAMILIES, sync=durable, batch_bytes=batch_limit)
         try:
             raw = _check_kind(self._store, FIFO_KIND)
             if raw is None:
@@ -177,66 +315,102 @@ class FifoCore(_CoreBase):
         """Sum of the stored items' sizes in bytes."""
         return self._state.payload_size
 
+    @staticmethod
+    def push_operation(items: object) -> Operation:
+        values = _validate.item_list(items)
+        return Operation(Kind.PUSH, (values,), sum(len(value) for value in values))
+
+    @staticmethod
+    def pop_operation(max_elements: object = 1) -> Operation:
+        return Operation(Kind.POP, (_validate.positive_int(max_elements, "max_elements"),))
+
     def push(self, items: object) -> None:
         """Append ``items`` atomically; raise QueueFullError (writing nothing) if they don't fit."""
-        values = _validate.item_list(items)
-        with self._lock:
-            self._store.check_usable()
-            if not values:
-                return
-            state, plan = _plan.plan_fifo_push(self._state, values, self.capacity)
-            self._store.apply(plan)
-            self._state = state
-            self._remember(values)
+        self.run(self.push_operation(items))
 
     def pop(self, max_elements: object = 1) -> list[bytes]:
         """Remove and return up to ``max_elements`` items from the head ([] when empty)."""
-        limit = _validate.positive_int(max_elements, "max_elements")
-        with self._lock:
-            self._store.check_usable()
-            state = self._state
-            count = min(limit, state.length)
-            if count == 0:
-                return []
-            cached_from = state.tail - len(self._cache)
-            from_disk = max(0, min(count, cached_from - state.head))
-            values = self._store.read_elements(state.head, from_disk)
-            from_cache = count - from_disk
-            if from_cache:
-                # Entries of the cache older than the head were popped already.
-                skip = state.head + from_disk - cached_from
-                values.extend(itertools.islice(self._cache, skip, skip + from_cache))
-            new_state, plan = _plan.plan_fifo_pop(state, values)
-            self._store.apply(plan)
-            self._state = new_state
-            self._forget_before(new_state.head)
-            return values
+        result: list[bytes] = self.run(self.pop_operation(max_elements))
+        return result
 
     def unpop(self, items: list[bytes]) -> None:
-        """Put items popped earlier back at the head, in order (used on cancellation)."""
+        """Put items popped earlier back at the head, in order."""
+        with self._lock:
+            self._unpop_locked(items)
+
+    def _unpop_locked(self, items: list[bytes]) -> None:
         if not items:
             return
-        with self._lock:
-            self._store.check_usable()
-            state, plan = _plan.plan_fifo_unpop(self._state, items)
-            self._store.apply(plan)
-            self._state = state
+        self._store.check_usable()
+        plan = WritePlan()
+        state = _plan.plan_fifo_unpop(self._state, items, plan)
+        self._store.apply(plan)
+        self._state = state
+        self.arrivals += 1
 
-    def _remember(self, values: list[bytes]) -> None:
-        if self._cache_limit == 0:
-            return
-        cache = self._cache
-        for value in values:
-            cache.append(value)
-            self._cache_size += len(value)
-        while self._cache_size > self._cache_limit and cache:
-            self._cache_size -= len(cache.popleft())
+    def _give_back_locked(self, operation: Operation) -> None:
+        if operation.kind is Kind.POP and operation.error is None and operation.result:
+            self._unpop_locked(operation.result)
+            operation.result = []
 
-    def _forget_before(self, head: int) -> None:
+    def _execute(self, group: list[Operation]) -> None:
+        state = self._state
+        plan = WritePlan()
         cache = self._cache
-        stale = head - (self._state.tail - len(cache))
-        for _ in range(max(0, stale)):
+        cached = 0
+        try:
+            for operation in group:
+                if operation.kind is Kind.PUSH:
+                    values = operation.arguments[0]
+                    if not values:
+                        continue
+                    try:
+                        state = _plan.plan_fifo_push(state, values, self.capacity, plan)
+                    except QueueError as error:
+                        operation.error = error
+                        continue
+                    # Cached before the write so later pops of this group can
+                    # read them; trimmed to the limit once committed.
+                    cache.extend(values)
+                    cached += len(values)
+                    self._cache_size += operation.size
+                else:
+                    count = min(operation.arguments[0], state.length)
+                    values = self._read_head(state, count)
+                    state = _plan.plan_fifo_pop(state, values, plan)
+                    operation.result = values
+            if not plan.is_empty:
+                self._store.apply(plan)
+                if cached:
+                    self.arrivals += 1
+        except BaseException:
+            # Nothing was committed: the cache must end at the old tail again.
+            for _ in range(cached):
+                self._cache_size -= len(cache.pop())
+            raise
+        self._state = state
+        self._trim_cache()
+
+    def _read_head(self, state: FifoState, count: int) -> list[bytes]:
+        if count == 0:
+            return []
+        cached_from = state.tail - len(self._cache)
+        from_disk = max(0, min(count, cached_from - state.head))
+        values = self._store.read_elements(state.head, from_disk)
+        from_cache = count - from_disk
+        if from_cache:
+            skip = state.head + from_disk - cached_from
+            values.extend(itertools.islice(self._cache, skip, skip + from_cache))
+        return values
+
+    def _trim_cache(self) -> None:
+        cache = self._cache
+        state = self._state
+        # Entries behind the head were popped; the oldest go first when over the limit.
+        stale = state.head - (state.tail - len(cache))
+        while cache and (stale > 0 or self._cache_size > self._cache_limit):
             self._cache_size -= len(cache.popleft())
+            stale -= 1
 
 
 class MpmcCore(_CoreBase):
@@ -255,22 +429,21 @@ class MpmcCore(_CoreBase):
         self.ttl = _validate.ttl_seconds(ttl)
         self._ttl_ms = int(self.ttl * 1000)
         batch_limit = _validate.positive_int(batch_bytes, "batch_bytes")
+        durable = _validate.flag(sync, "sync")
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {type(clock).__name__}")
         self._clock = clock
-        self._lock = threading.Lock()
-        self._store = Store(
-            absolute,
-            MPMC_COLUMN_FAMILIES,
-            sync=_validate.flag(sync, "sync"),
-            batch_bytes=batch_limit,
-        )
+        self._start_dispatch()
+        # Items of a committed next() that could not be rewound on disk
+        # (the label moved on meanwhile): served first to that label.
+        self._returned: dict[str, deque[bytes]] = {}
+        self._store = Store(absolute, MPMC_COLUMN_FAMILIES, sync=durable, batch_bytes=batch_limit)
         try:
             self._state = self._load()
+            self._head_timestamp_ms = self._timestamp_at(self._state.head, None)
         except BaseException:
             self._store.close()
             raise
-        self._head_timestamp_ms = self._timestamp_at(self._state.head)
 
     def _load(self) -> MpmcState:
         raw = _check_kind(self._store, MPMC_KIND)
@@ -286,16 +459,14 @@ class MpmcCore(_CoreBase):
         )
         return MpmcState(head, tail, newest, positions)
 
-    def _timestamp_at(self, index: int) -> int | None:
-        if index >= self._state.tail:
+    def _timestamp_at(self, index: int, state: MpmcState | None) -> int | None:
+        tail = (state or self._state).tail
+        if index >= tail:
             return None
         value = self._store.get(DATA_CF, _plan.encode_index(index))
         if value is None:
             raise QueueCorruptedError(f"element {index} is missing from the queue at {self.path!r}")
         return _plan.stamped_timestamp(value)
-
-    def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
 
     @property
     def len(self) -> int:
@@ -313,48 +484,36 @@ class MpmcCore(_CoreBase):
     def labels(self) -> list[str]:
         return sorted(self._state.positions)
 
-    def _expire(self, now_ms: int, plan: WritePlan) -> MpmcState:
-        """Plan the removal of the expired prefix; needs the lock."""
-        state = self._state
-        cutoff = _plan.expiry_cutoff_ms(now_ms, self._ttl_ms)
-        head_timestamp = self._head_timestamp_ms
-        if cutoff is None or head_timestamp is None or head_timestamp > cutoff:
-            return state
-        if state.newest_timestamp_ms <= cutoff:
-            new_head = state.tail
-        else:
-            # Stamps never decrease along the queue: bisect for the first live one.
-            low, high = state.head, state.tail - 1
-            while low < high:
-                middle = (low + high) // 2
-                stamp = self._timestamp_at(middle)
-                if stamp is not None and stamp > cutoff:
-                    high = middle
-                else:
-                    low = middle + 1
-            new_head = low
-        return _plan.plan_mpmc_expire(state, new_head, plan)
+    def position(self, label: str) -> int | None:
+        """The index ``label`` reads next, or None for an unknown label."""
+        saved = self._state.positions.get(label)
+        return None if saved is None else saved.index
 
-    def _commit(self, plan: WritePlan, state: MpmcState) -> None:
-        if not plan.is_empty:
-            self._store.apply(plan)
-        head_moved = state.head != self._state.head or self._head_timestamp_ms is None
-        self._state = state
-        if head_moved:
-            self._head_timestamp_ms = self._timestamp_at(state.head)
+    @staticmethod
+    def add_operation(items: object) -> Operation:
+        values = _validate.item_list(items)
+        return Operation(Kind.ADD, (values,), sum(len(value) for value in values))
+
+    @staticmethod
+    def next_operation(
+        label: object, start_position: object = StartPosition.Oldest, max_elements: object = 1
+    ) -> Operation:
+        return Operation(
+            Kind.NEXT,
+            (
+                _validate.label_name(label),
+                _validate.start_position(start_position),
+                _validate.positive_int(max_elements, "max_elements"),
+            ),
+        )
+
+    @staticmethod
+    def remove_label_operation(label: object) -> Operation:
+        return Operation(Kind.REMOVE_LABEL, (_validate.label_name(label),))
 
     def add(self, items: object) -> None:
         """Append ``items`` atomically, stamped with the current time."""
-        values = _validate.item_list(items)
-        with self._lock:
-            self._store.check_usable()
-            if not values:
-                return
-            plan = WritePlan()
-            now_ms = self._now_ms()
-            state = self._expire(now_ms, plan)
-            state = _plan.plan_mpmc_add(state, values, now_ms, plan)
-            self._commit(plan, state)
+        self.run(self.add_operation(items))
 
     def next(
         self,
@@ -367,21 +526,110 @@ class MpmcCore(_CoreBase):
         The bool is True exactly once after elements this label had not read
         were removed by TTL.
         """
-        name = _validate.label_name(label)
-        start_at = _validate.start_position(start_position)
-        limit = _validate.positive_int(max_elements, "max_elements")
+        items, expired, _start = self.run(self.next_operation(label, start_position, max_elements))
+        return items, expired
+
+    def remove_label(self, label: object) -> bool:
+        """Forget ``label`` and its position; False when it did not exist."""
+        removed: bool = self.run(self.remove_label_operation(label))
+        return removed
+
+    def _expire(self, state: MpmcState, now_ms: int, plan: WritePlan) -> MpmcState:
+        cutoff = _plan.expiry_cutoff_ms(now_ms, self._ttl_ms)
+        head_timestamp = self._head_timestamp_ms
+        if cutoff is None or head_timestamp is None or head_timestamp > cutoff:
+            return state
+        if state.newest_timestamp_ms <= cutoff:
+            new_head = state.tail
+        else:
+            # Stamps never decrease along the queue: bisect for the first live one.
+            low, high = state.head, state.tail - 1
+            while low < high:
+                middle = (low + high) // 2
+                stamp = self._timestamp_at(middle, state)
+                if stamp is not None and stamp > cutoff:
+                    high = middle
+                else:
+                    low = middle + 1
+            new_head = low
+        return _plan.plan_mpmc_expire(state, new_head, plan)
+
+    def _execute(self, group: list[Operation]) -> None:
+        plan = WritePlan()
+        now_ms = int(self._clock() * 1000)
+        state = self._expire(self._state, now_ms, plan)
+        committed_tail = state.tail
+        added: list[bytes] = []  # stamped values of this group, from committed_tail on
+        for operation in group:
+            if operation.kind is Kind.ADD:
+                values = operation.arguments[0]
+                before = len(plan.data_puts)
+                state = _plan.plan_mpmc_add(state, values, now_ms, plan)
+                added.extend(value for _index, value in plan.data_puts[before:])
+            elif operation.kind is Kind.NEXT:
+                label, start_position, limit = operation.arguments
+                returned = self._returned.get(label)
+                if returned:
+                    items = [returned.popleft() for _ in range(min(limit, len(returned)))]
+                    operation.result = (items, False, None)
+                    continue
+                start = _plan.label_start(state, label, start_position)
+                count = _plan.readable_count(state, start, limit)
+                stored = self._read(start.index, count, committed_tail, added)
+                items = [_plan.unstamp(value) for value in stored]
+                state, expired = _plan.plan_mpmc_next(state, label, start, count, plan)
+                operation.result = (items, expired, start.index)
+            else:
+                state, removed = _plan.plan_mpmc_remove_label(state, operation.arguments[0], plan)
+                self._returned.pop(operation.arguments[0], None)
+                operation.result = removed
+        if not plan.is_empty:
+            self._store.apply(plan)
+            if added:
+                self.arrivals += 1
+        head_moved = state.head != self._state.head or self._head_timestamp_ms is None
+        self._state = state
+        if head_moved:
+            self._head_timestamp_ms = self._timestamp_at(state.head, None)
+
+    def _read(self, start: int, count: int, committed_tail: int, added: list[bytes]) -> list[bytes]:
+        from_disk = max(0, min(count, committed_tail - start))
+        values = self._store.read_elements(start, from_disk)
+        if from_disk < count:
+            offset = start + from_disk - committed_tail
+            values.extend(added[offset : offset + count - from_disk])
+        return values
+
+    def _give_back_locked(self, operation: Operation) -> None:
+        if operation.kind is not Kind.NEXT or operation.error is not None:
+            return
+        items, _expired, start = operation.result
+        operation.result = ([], False, None)
+        self._give_back_next_locked(operation.arguments[0], items, start)
+
+    def give_back(self, label: str, items: list[bytes], start: int | None) -> None:
+        """Return undelivered items of a next() to ``label``.
+
+        ``start`` is the index of the first of them, or None when they came
+        from the in-memory buffer of items given back before.
+        """
         with self._lock:
-            self._store.check_usable()
+            self._give_back_next_locked(label, items, start)
+
+    def _give_back_next_locked(self, label: str, items: list[bytes], start: int | None) -> None:
+        if not items:
+            return
+        self.arrivals += 1
+        if start is not None:
             plan = WritePlan()
-            state = self._expire(self._now_ms(), plan)
-            start = _plan.label_start(state, name, start_at)
-            count = _plan.readable_count(state, start, limit)
-            values = [
-                _plan.unstamp(value) for value in self._store.read_elements(start.index, count)
-            ]
-            state, expired = _plan.plan_mpmc_next(state, name, start, count, plan)
-            self._commit(plan, state)
-            return values, expired
+            state, rewound = _plan.plan_mpmc_rewind(self._state, label, start, len(items), plan)
+            if rewound:
+                self._store.apply(plan)
+                self._state = state
+                return
+        # The label read further meanwhile: its saved position cannot move
+        # back, so these items wait in memory for its next read.
+        self._returned.setdefault(label, deque()).extendleft(reversed(items))
 
     def rewind(self, label: str, start: int, count: int) -> bool:
         """Undo a next() of ``count`` elements from ``start`` whose result was never delivered.
@@ -392,19 +640,7 @@ class MpmcCore(_CoreBase):
             self._store.check_usable()
             plan = WritePlan()
             state, rewound = _plan.plan_mpmc_rewind(self._state, label, start, count, plan)
-            self._commit(plan, state)
+            if rewound:
+                self._store.apply(plan)
+                self._state = state
             return rewound
-
-    def position(self, label: str) -> int | None:
-        saved = self._state.positions.get(label)
-        return None if saved is None else saved.index
-
-    def remove_label(self, label: object) -> bool:
-        """Forget ``label`` and its position; False when it did not exist."""
-        name = _validate.label_name(label)
-        with self._lock:
-            self._store.check_usable()
-            plan = WritePlan()
-            state, removed = _plan.plan_mpmc_remove_label(self._state, name, plan)
-            self._commit(plan, state)
-            return removed

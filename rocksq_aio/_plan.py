@@ -69,8 +69,8 @@ class WritePlan:
     data_delete_start: int = 0
     data_delete_stop: int = 0
     meta_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
-    position_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
-    position_deletes: list[bytes] = field(default_factory=list)
+    position_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    """Applied in order; a None value deletes the label."""
 
     def delete_data(self, start: int, stop: int) -> None:
         """Delete indices [start, stop); ranges planned in one batch are contiguous."""
@@ -89,8 +89,7 @@ class WritePlan:
             self.data_puts
             or self.data_delete_start != self.data_delete_stop
             or self.meta_puts
-            or self.position_puts
-            or self.position_deletes
+            or self.position_writes
         )
 
 
@@ -125,10 +124,14 @@ def decode_fifo_state(raw: bytes) -> FifoState:
     return FifoState(head, tail, payload_size)
 
 
+def _with_fifo_counters(plan: WritePlan, state: FifoState) -> None:
+    plan.meta_puts = [(STATE_KEY, encode_fifo_state(state))]
+
+
 def plan_fifo_push(
-    state: FifoState, items: list[bytes], capacity: int
-) -> tuple[FifoState, WritePlan]:
-    """Append items at the tail; the whole batch is refused if it does not fit."""
+    state: FifoState, items: list[bytes], capacity: int, plan: WritePlan
+) -> FifoState:
+    """Append items at the tail; the whole call is refused if it does not fit."""
     count = len(items)
     if state.length + count > capacity:
         raise QueueFullError(
@@ -139,33 +142,27 @@ def plan_fifo_push(
     new_state = FifoState(
         state.head, tail + count, state.payload_size + sum(len(item) for item in items)
     )
-    plan = WritePlan(
-        data_puts=list(zip(range(tail, tail + count), items, strict=False)),
-        meta_puts=[(STATE_KEY, encode_fifo_state(new_state))],
-    )
-    return new_state, plan
+    plan.data_puts.extend(zip(range(tail, tail + count), items, strict=True))
+    _with_fifo_counters(plan, new_state)
+    return new_state
 
 
-def plan_fifo_pop(state: FifoState, popped: list[bytes]) -> tuple[FifoState, WritePlan]:
+def plan_fifo_pop(state: FifoState, popped: list[bytes], plan: WritePlan) -> FifoState:
     """Remove ``popped`` (the values read at the head, in order) from the queue."""
     count = len(popped)
     if count > state.length:
         raise AssertionError("cannot pop more elements than the queue holds")
     head = state.head + count
     payload_size = state.payload_size - sum(len(item) for item in popped)
-    if head == state.tail:
-        # An empty queue has no payload; resetting also heals drift from
-        # counters written by an older version.
-        payload_size = 0
     if payload_size < 0:
         raise QueueCorruptedError("payload size counter went negative")
     new_state = FifoState(head, state.tail, payload_size)
-    plan = WritePlan(meta_puts=[(STATE_KEY, encode_fifo_state(new_state))])
     plan.delete_data(state.head, head)
-    return new_state, plan
+    _with_fifo_counters(plan, new_state)
+    return new_state
 
 
-def plan_fifo_unpop(state: FifoState, items: list[bytes]) -> tuple[FifoState, WritePlan]:
+def plan_fifo_unpop(state: FifoState, items: list[bytes], plan: WritePlan) -> FifoState:
     """Put items popped earlier back in front of the head, keeping their order.
 
     Every unpopped item was popped first, so the head is always >= their count.
@@ -175,11 +172,9 @@ def plan_fifo_unpop(state: FifoState, items: list[bytes]) -> tuple[FifoState, Wr
         raise AssertionError("cannot unpop more elements than were popped")
     head = state.head - count
     new_state = FifoState(head, state.tail, state.payload_size + sum(len(item) for item in items))
-    plan = WritePlan(
-        data_puts=list(zip(range(head, state.head), items, strict=False)),
-        meta_puts=[(STATE_KEY, encode_fifo_state(new_state))],
-    )
-    return new_state, plan
+    plan.data_puts.extend(zip(range(head, state.head), items, strict=True))
+    _with_fifo_counters(plan, new_state)
+    return new_state
 
 
 def plan_fifo_create() -> tuple[FifoState, WritePlan]:
@@ -291,7 +286,7 @@ def plan_mpmc_expire(state: MpmcState, new_head: int, plan: WritePlan) -> MpmcSt
         if position.index < new_head:
             moved = LabelPosition(new_head, expired_unseen=True)
             positions[label] = moved
-            plan.position_puts.append((label.encode("utf-8"), encode_position(moved)))
+            plan.position_writes.append((label.encode("utf-8"), encode_position(moved)))
     new_state = replace(state, head=new_head, positions=positions)
     _with_counters(plan, new_state)
     return new_state
@@ -343,7 +338,7 @@ def plan_mpmc_next(
         return state, start.expired_unseen
     positions = dict(state.positions)
     positions[label] = moved
-    plan.position_puts.append((label.encode("utf-8"), encode_position(moved)))
+    plan.position_writes.append((label.encode("utf-8"), encode_position(moved)))
     return replace(state, positions=positions), start.expired_unseen
 
 
@@ -361,7 +356,7 @@ def plan_mpmc_rewind(
     rewound = LabelPosition(max(start, state.head), expired_unseen=start < state.head)
     positions = dict(state.positions)
     positions[label] = rewound
-    plan.position_puts.append((label.encode("utf-8"), encode_position(rewound)))
+    plan.position_writes.append((label.encode("utf-8"), encode_position(rewound)))
     return replace(state, positions=positions), True
 
 
@@ -370,7 +365,7 @@ def plan_mpmc_remove_label(state: MpmcState, label: str, plan: WritePlan) -> tup
         return state, False
     positions = dict(state.positions)
     del positions[label]
-    plan.position_deletes.append(label.encode("utf-8"))
+    plan.position_writes.append((label.encode("utf-8"), None))
     return replace(state, positions=positions), True
 
 

@@ -125,9 +125,7 @@ class Store:
                 _open_paths.discard(path)
             raise
         self._write_options = WriteOptions()
-        self._write_options.sync = sync
-        self._staging_options = WriteOptions()
-        self._staging_options.sync = False
+        self._write_options.sync = False
         self._read_options = ReadOptions()
         self.sync = sync
 
@@ -281,10 +279,10 @@ class Store:
         """Write ``plan`` atomically.
 
         Element puts beyond ``batch_bytes`` are first staged in smaller
-        unsynced batches: they sit beyond the committed tail, invisible to
-        readers, until the final batch moves the counters. A crash in between
-        leaves only orphans past the tail, which ``discard_beyond`` removes
-        at the next open.
+        batches: they sit outside the committed [head, tail) range, invisible
+        to readers, until the final batch moves the counters. A crash in
+        between leaves only orphans, which ``discard_outside`` removes at the
+        next open.
         """
         self.check_usable()
         handles = self._handles
@@ -294,7 +292,7 @@ class Store:
         try:
             for index, value in plan.data_puts:
                 if staged_bytes + len(value) > self.batch_bytes and not batch.is_empty():
-                    self._db.write(batch, self._staging_options)
+                    self._db.write(batch, self._write_options)
                     batch = WriteBatch(raw_mode=True)
                     staged_bytes = 0
                 batch.put(encode_index(index), value, data)
@@ -305,31 +303,35 @@ class Store:
                 meta = handles[META_CF]
                 for key, value in plan.meta_puts:
                     batch.put(key, value, meta)
-            if plan.position_puts or plan.position_deletes:
+            if plan.position_writes:
                 positions = handles["positions"]
-                for key, value in plan.position_puts:
-                    batch.put(key, value, positions)
-                for key in plan.position_deletes:
-                    batch.delete(key, positions)
-            if sync is None or sync == self.sync:
-                self._db.write(batch, self._write_options)
-            else:
-                options = WriteOptions()
-                options.sync = sync
-                self._db.write(batch, options)
+                for key, position in plan.position_writes:
+                    if position is None:
+                        batch.delete(key, positions)
+                    else:
+                        batch.put(key, position, positions)
+            durable = self.sync if sync is None else sync
+            # One fsync through flush_wal, which releases the GIL (a synced
+            # write() holds it), and which serves every caller of a group.
+            self._db.write(batch, self._write_options)
+            if durable:
+                self._db.flush_wal(True)
         except Exception as error:
             failure = translate(error, self.path, "writing")
             # The write may or may not be on disk: only a reopen tells.
             self._failure = failure
             raise failure from error
 
-    def discard_beyond(self, tail: int) -> None:
-        """Delete orphans staged past ``tail`` by a push that never committed."""
+    def discard_outside(self, head: int, tail: int) -> None:
+        """Delete orphans staged outside [head, tail) by a write that never committed."""
         self.check_usable()
         batch = WriteBatch(raw_mode=True)
-        batch.delete_range(encode_index(tail), _END_OF_INDICES, self._handles[DATA_CF])
+        data = self._handles[DATA_CF]
+        batch.delete_range(encode_index(0), encode_index(head), data)
+        batch.delete_range(encode_index(tail), _END_OF_INDICES, data)
         try:
             self._db.write(batch, self._write_options)
+            self._db.flush_wal(True)
         except Exception as error:
             self._failure = translate(error, self.path, "cleaning up")
             raise self._failure from error

@@ -1,0 +1,397 @@
+"""Nonblocking face: a drop-in replacement for ``rocksq.nonblocking``.
+
+Methods return a :class:`Response` at once; a dedicated worker thread per
+queue executes the operations, group-committing whatever is pending. Unlike
+RocksQ's, a Response reports the operation's error (``QueueFullError``
+included), can be read more than once, and is awaitable:
+``variant = await q.pop(5)`` works in async code without blocking the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import anyio
+
+from . import _validate
+from ._core import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CAPACITY,
+    Clock,
+    FifoCore,
+    MpmcCore,
+    Operation,
+    Stage,
+)
+from ._errors import QueueError
+from ._storage import DEFAULT_BATCH_BYTES
+from ._types import StartPosition
+
+__all__ = [
+    "MpmcQueue",
+    "MpmcResponse",
+    "MpmcResponseVariant",
+    "PersistentQueueWithCapacity",
+    "Response",
+    "ResponseVariant",
+    "StartPosition",
+]
+
+DEFAULT_MAX_INFLIGHT_OPS = 1000
+
+
+class ResponseVariant:
+    """The result of a FIFO operation; the field of the operation's kind is set."""
+
+    __slots__ = ("_data", "_len", "_size")
+
+    def __init__(
+        self, data: list[bytes] | None = None, len: int | None = None, size: int | None = None
+    ) -> None:
+        self._data = data
+        self._len = len
+        self._size = size
+
+    @property
+    def data(self) -> list[bytes] | None:
+        """Items of a pop()."""
+        return self._data
+
+    @property
+    def len(self) -> int | None:
+        return self._len
+
+    @property
+    def size(self) -> int | None:
+        """Bytes, for disk_size and payload_size."""
+        return self._size
+
+    def __repr__(self) -> str:
+        return f"ResponseVariant(data={self._data!r}, len={self._len!r}, size={self._size!r})"
+
+
+class MpmcResponseVariant:
+    """The result of an MPMC operation; the field of the operation's kind is set."""
+
+    __slots__ = ("_data", "_labels", "_len", "_removed_label", "_size")
+
+    def __init__(
+        self,
+        data: tuple[list[bytes], bool] | None = None,
+        labels: list[str] | None = None,
+        removed_label: bool | None = None,
+        len: int | None = None,
+        size: int | None = None,
+    ) -> None:
+        self._data = data
+        self._labels = labels
+        self._removed_label = removed_label
+        self._len = len
+        self._size = size
+
+    @property
+    def data(self) -> tuple[list[bytes], bool] | None:
+        """(items, expired) of a next()."""
+        return self._data
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self._labels
+
+    @property
+    def removed_label(self) -> bool | None:
+        return self._removed_label
+
+    @property
+    def len(self) -> int | None:
+        return self._len
+
+    @property
+    def size(self) -> int | None:
+        return self._size
+
+    def __repr__(self) -> str:
+        return (
+            f"MpmcResponseVariant(data={self._data!r}, labels={self._labels!r}, "
+            f"removed_label={self._removed_label!r}, len={self._len!r}, size={self._size!r})"
+        )
+
+
+VariantT = TypeVar("VariantT", ResponseVariant, MpmcResponseVariant)
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token()
+            return True
+        except RuntimeError:
+            pass
+    return False
+
+
+class _Response(Generic[VariantT]):
+    __slots__ = ("_future", "_make_variant", "_operation", "_variant")
+
+    def __init__(
+        self,
+        operation: Operation | None,
+        future: Future[None] | None,
+        make_variant: Callable[[Any], VariantT],
+        ready: VariantT | None = None,
+    ) -> None:
+        self._operation = operation
+        self._future = future
+        self._make_variant: Callable[[Any], VariantT] = make_variant
+        self._variant: VariantT | None = ready
+
+    @property
+    def is_ready(self) -> bool:
+        """True once the operation finished (successfully or not)."""
+        return self._operation is None or self._operation.stage is Stage.DONE
+
+    def _result(self) -> VariantT:
+        if self._variant is None:
+            assert self._operation is not None
+            self._variant = self._make_variant(self._operation.outcome())
+        return self._variant
+
+    def try_get(self) -> VariantT | None:
+        """The result if ready, else None; raises the operation's error."""
+        if not self.is_ready:
+            return None
+        return self._result()
+
+    def get(self) -> VariantT:
+        """Wait for the result; raises the operation's error.
+
+        Refused on an event loop's thread, where waiting would freeze the loop:
+        ``await`` the response there.
+        """
+        if _in_event_loop():
+            raise QueueError(
+                "Response.get() would block the event loop; use `await response` in async code"
+            )
+        if not self.is_ready:
+            assert self._future is not None
+            self._future.result()
+        return self._result()
+
+    def __await__(self) -> Generator[Any, None, VariantT]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> VariantT:
+        if not self.is_ready:
+            assert self._future is not None
+            await anyio.to_thread.run_sync(self._future.result, abandon_on_cancel=True)
+        return self._result()
+
+
+class Response(_Response[ResponseVariant]):
+    """The future-like result of a FIFO operation."""
+
+    __slots__ = ()
+
+
+class MpmcResponse(_Response[MpmcResponseVariant]):
+    """The future-like result of an MPMC operation."""
+
+    __slots__ = ()
+
+
+CoreT = TypeVar("CoreT", FifoCore, MpmcCore)
+
+
+class _NonblockingQueue(Generic[CoreT]):
+    def __init__(self, core: CoreT, max_inflight_ops: int) -> None:
+        self._core: CoreT = core
+        self._max_inflight = max_inflight_ops
+        self._slots = threading.BoundedSemaphore(max_inflight_ops)
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rocksq_aio-worker")
+
+    def _submit(self, operation: Operation) -> Future[None]:
+        # Blocks the caller, as RocksQ does, while max_inflight_ops are running.
+        self._slots.acquire()
+        with self._inflight_lock:
+            self._inflight += 1
+        try:
+            self._core.submit(operation)
+            future = self._worker.submit(self._core.drain)
+        except BaseException:
+            self._release_slot(None)
+            raise
+        future.add_done_callback(self._release_slot)
+        return future
+
+    def _release_slot(self, _future: Future[None] | None) -> None:
+        with self._inflight_lock:
+            self._inflight -= 1
+        self._slots.release()
+
+    @property
+    def inflight_ops(self) -> int:
+        """Operations submitted and not finished yet."""
+        return self._inflight
+
+    def close(self) -> None:
+        """Finish every submitted operation, then release the queue."""
+        self._worker.shutdown(wait=True)
+        self._core.close()
+
+    def __del__(self) -> None:
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            worker.shutdown(wait=False)
+
+
+class PersistentQueueWithCapacity(_NonblockingQueue[FifoCore]):
+    """RocksQ's nonblocking FIFO queue."""
+
+    def __init__(
+        self,
+        path: str,
+        max_elements: int = DEFAULT_CAPACITY,
+        max_inflight_ops: int = DEFAULT_MAX_INFLIGHT_OPS,
+        *,
+        sync: bool = False,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        inflight = _validate.positive_int(max_inflight_ops, "max_inflight_ops")
+        super().__init__(
+            FifoCore(
+                path, max_elements, sync=sync, batch_bytes=batch_bytes, cache_bytes=cache_bytes
+            ),
+            inflight,
+        )
+
+    def __enter__(self) -> PersistentQueueWithCapacity:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def push(self, items: list[bytes], no_gil: bool = True) -> Response:
+        _validate.flag(no_gil, "no_gil")
+        operation = FifoCore.push_operation(items)
+        return Response(operation, self._submit(operation), lambda _: ResponseVariant())
+
+    def pop(self, max_elements: int = 1, no_gil: bool = True) -> Response:
+        _validate.flag(no_gil, "no_gil")
+        operation = FifoCore.pop_operation(max_elements)
+        return Response(operation, self._submit(operation), lambda items: ResponseVariant(items))
+
+    @property
+    def len(self) -> Response:
+        return Response(None, None, ResponseVariant, ResponseVariant(len=self._core.len))
+
+    @property
+    def payload_size(self) -> Response:
+        size = self._core.payload_size
+        return Response(None, None, ResponseVariant, ResponseVariant(size=size))
+
+    @property
+    def disk_size(self) -> Response:
+        size = self._core.disk_size
+        return Response(None, None, ResponseVariant, ResponseVariant(size=size))
+
+    @property
+    def is_empty(self) -> bool:
+        return self._core.is_empty
+
+
+class MpmcQueue(_NonblockingQueue[MpmcCore]):
+    """RocksQ's nonblocking MPMC queue."""
+
+    def __init__(
+        self,
+        path: str,
+        ttl: float,
+        max_inflight_ops: int = DEFAULT_MAX_INFLIGHT_OPS,
+        *,
+        sync: bool = False,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        clock: Clock | None = None,
+    ) -> None:
+        inflight = _validate.positive_int(max_inflight_ops, "max_inflight_ops")
+        options: dict[str, Any] = {"sync": sync, "batch_bytes": batch_bytes}
+        if clock is not None:
+            options["clock"] = clock
+        super().__init__(MpmcCore(path, ttl, **options), inflight)
+
+    def __enter__(self) -> MpmcQueue:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def add(self, items: list[bytes], no_gil: bool = True) -> MpmcResponse:
+        _validate.flag(no_gil, "no_gil")
+        operation = MpmcCore.add_operation(items)
+        return MpmcResponse(operation, self._submit(operation), lambda _: MpmcResponseVariant())
+
+    def next(
+        self,
+        label: str,
+        start_position: StartPosition = StartPosition.Oldest,
+        max_elements: int = 1,
+        no_gil: bool = True,
+    ) -> MpmcResponse:
+        _validate.flag(no_gil, "no_gil")
+        operation = MpmcCore.next_operation(label, start_position, max_elements)
+        return MpmcResponse(
+            operation,
+            self._submit(operation),
+            lambda result: MpmcResponseVariant(data=(result[0], result[1])),
+        )
+
+    def remove_label(self, label: str) -> MpmcResponse:
+        operation = MpmcCore.remove_label_operation(label)
+        return MpmcResponse(
+            operation,
+            self._submit(operation),
+            lambda removed: MpmcResponseVariant(removed_label=removed),
+        )
+
+    @property
+    def labels(self) -> MpmcResponse:
+        labels = self._core.labels
+        return MpmcResponse(None, None, MpmcResponseVariant, MpmcResponseVariant(labels=labels))
+
+    @property
+    def len(self) -> MpmcResponse:
+        length = self._core.len
+        return MpmcResponse(None, None, MpmcResponseVariant, MpmcResponseVariant(len=length))
+
+    @property
+    def disk_size(self) -> MpmcResponse:
+        size = self._core.disk_size
+        return MpmcResponse(None, None, MpmcResponseVariant, MpmcResponseVariant(size=size))
+
+    @property
+    def is_empty(self) -> bool:
+        return self._core.is_empty
