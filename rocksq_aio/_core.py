@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import itertools
+import math
 import threading
 import time
 from collections import deque
@@ -205,7 +206,17 @@ class _CoreBase:
         return group
 
     def run(self, operation: Operation) -> Any:
-        """Submit and drain until ``operation`` is done; return its result or raise."""
+        """Execute ``operation`` (with whatever else is pending) and return its result."""
+        # Uncontended: execute directly, skipping the pending queue. Anything
+        # submitted meanwhile waits for the lock and is drained after us.
+        if not self._pending and self._lock.acquire(blocking=False):
+            try:
+                if not self._pending:
+                    self._store.check_usable()
+                    self._execute([operation])
+                    return operation.outcome()
+            finally:
+                self._lock.release()
         self.submit(operation)
         while operation.stage is not Stage.DONE:
             self.drain()
@@ -326,12 +337,66 @@ class FifoCore(_CoreBase):
 
     def push(self, items: object) -> None:
         """Append ``items`` atomically; raise QueueFullError (writing nothing) if they don't fit."""
-        self.run(self.push_operation(items))
+        values = _validate.item_list(items)
+        # The one-caller case skips the Operation and the pending queue: it
+        # is the hot path of the blocking face.
+        lock = self._lock
+        if not lock.acquire(blocking=False):
+            self.run(Operation(Kind.PUSH, (values,), sum(map(len, values))))
+            return
+        try:
+            store = self._store
+            if store.failure is not None or store.closed:
+                store.check_usable()
+            if values:
+                plan = WritePlan()
+                state = _plan.plan_fifo_push(self._state, values, self.capacity, plan)
+                cache = self._cache
+                cache.extend(values)
+                try:
+                    store.apply(plan)
+                except BaseException:
+                    for _ in values:
+                        cache.pop()
+                    raise
+                self._cache_size += plan.data_bytes
+                self._state = state
+                self.arrivals += 1
+                if self._cache_size > self._cache_limit:
+                    self._trim_cache()
+        finally:
+            lock.release()
 
     def pop(self, max_elements: object = 1) -> list[bytes]:
         """Remove and return up to ``max_elements`` items from the head ([] when empty)."""
-        result: list[bytes] = self.run(self.pop_operation(max_elements))
-        return result
+        limit = (
+            max_elements
+            if type(max_elements) is int and max_elements > 0
+            else _validate.positive_int(max_elements, "max_elements")
+        )
+        lock = self._lock
+        if not lock.acquire(blocking=False):
+            result: list[bytes] = self.run(Operation(Kind.POP, (limit,)))
+            return result
+        try:
+            store = self._store
+            if store.failure is not None or store.closed:
+                store.check_usable()
+            state = self._state
+            values = self._read_head(state, min(limit, state.tail - state.head))
+            if values:
+                plan = WritePlan()
+                state = _plan.plan_fifo_pop(state, values, plan)
+                store.apply(plan)
+                self._state = state
+                cache = self._cache
+                if len(values) == 1 and len(cache) == state.tail - state.head + 1:
+                    self._cache_size -= len(cache.popleft())
+                else:
+                    self._trim_cache()
+            return values
+        finally:
+            lock.release()
 
     def unpop(self, items: list[bytes]) -> None:
         """Put items popped earlier back at the head, in order."""
@@ -356,7 +421,6 @@ class FifoCore(_CoreBase):
     def _execute(self, group: list[Operation]) -> None:
         state = self._state
         plan = WritePlan()
-        cache = self._cache
         cached = 0
         try:
             for operation in group:
@@ -369,33 +433,43 @@ class FifoCore(_CoreBase):
                     except QueueError as error:
                         operation.error = error
                         continue
-                    # Cached before the write so later pops of this group can
-                    # read them; trimmed to the limit once committed.
-                    cache.extend(values)
+                    # Later pops of this group read these from the cache.
+                    self._cache_tentatively(values, operation.size)
                     cached += len(values)
-                    self._cache_size += operation.size
                 else:
-                    count = min(operation.arguments[0], state.length)
-                    values = self._read_head(state, count)
+                    values = self._read_head(state, min(operation.arguments[0], state.length))
                     state = _plan.plan_fifo_pop(state, values, plan)
                     operation.result = values
             if not plan.is_empty:
                 self._store.apply(plan)
-                if cached:
-                    self.arrivals += 1
         except BaseException:
-            # Nothing was committed: the cache must end at the old tail again.
-            for _ in range(cached):
-                self._cache_size -= len(cache.pop())
+            self._uncache(cached)
             raise
+        if cached:
+            self.arrivals += 1
         self._state = state
         self._trim_cache()
+
+    def _cache_tentatively(self, values: list[bytes], size: int) -> None:
+        # Cached before the write, so the cache may run past the committed
+        # tail until the write succeeds, or _uncache() takes them back.
+        self._cache.extend(values)
+        self._cache_size += size
+
+    def _uncache(self, count: int) -> None:
+        for _ in range(count):
+            self._cache_size -= len(self._cache.pop())
 
     def _read_head(self, state: FifoState, count: int) -> list[bytes]:
         if count == 0:
             return []
         cached_from = state.tail - len(self._cache)
-        from_disk = max(0, min(count, cached_from - state.head))
+        if cached_from <= state.head:  # all of them are cached
+            skip = state.head - cached_from
+            if count == 1:
+                return [self._cache[skip]]
+            return list(itertools.islice(self._cache, skip, skip + count))
+        from_disk = min(count, cached_from - state.head)
         values = self._store.read_elements(state.head, from_disk)
         from_cache = count - from_disk
         if from_cache:
@@ -427,7 +501,8 @@ class MpmcCore(_CoreBase):
     ) -> None:
         absolute = _validate.queue_path(path)
         self.ttl = _validate.ttl_seconds(ttl)
-        self._ttl_ms = int(self.ttl * 1000)
+        # Rounded up, so that a TTL under a millisecond still expires.
+        self._ttl_ms = math.ceil(self.ttl * 1000)
         batch_limit = _validate.positive_int(batch_bytes, "batch_bytes")
         durable = _validate.flag(sync, "sync")
         if not callable(clock):
@@ -603,26 +678,32 @@ class MpmcCore(_CoreBase):
     def _give_back_locked(self, operation: Operation) -> None:
         if operation.kind is not Kind.NEXT or operation.error is not None:
             return
-        items, _expired, start = operation.result
+        items, expired, start = operation.result
         operation.result = ([], False, None)
-        self._give_back_next_locked(operation.arguments[0], items, start)
+        self._give_back_next_locked(operation.arguments[0], items, start, expired)
 
-    def give_back(self, label: str, items: list[bytes], start: int | None) -> None:
+    def give_back(
+        self, label: str, items: list[bytes], start: int | None, expired: bool = False
+    ) -> None:
         """Return undelivered items of a next() to ``label``.
 
         ``start`` is the index of the first of them, or None when they came
         from the in-memory buffer of items given back before.
         """
         with self._lock:
-            self._give_back_next_locked(label, items, start)
+            self._give_back_next_locked(label, items, start, expired)
 
-    def _give_back_next_locked(self, label: str, items: list[bytes], start: int | None) -> None:
+    def _give_back_next_locked(
+        self, label: str, items: list[bytes], start: int | None, expired: bool
+    ) -> None:
         if not items:
             return
         self.arrivals += 1
         if start is not None:
             plan = WritePlan()
-            state, rewound = _plan.plan_mpmc_rewind(self._state, label, start, len(items), plan)
+            state, rewound = _plan.plan_mpmc_rewind(
+                self._state, label, start, len(items), plan, expired_unseen=expired
+            )
             if rewound:
                 self._store.apply(plan)
                 self._state = state

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from ._errors import QueueCorruptedError, QueueFullError
 from ._types import StartPosition
@@ -66,6 +67,8 @@ class WritePlan:
     """
 
     data_puts: list[tuple[int, bytes]] = field(default_factory=list)
+    data_bytes: int = 0
+    """Total size of the values in ``data_puts``."""
     data_delete_start: int = 0
     data_delete_stop: int = 0
     meta_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -96,8 +99,9 @@ class WritePlan:
 # ---------------------------------------------------------------- FIFO
 
 
-@dataclass(frozen=True, slots=True)
-class FifoState:
+class FifoState(NamedTuple):
+    # A NamedTuple: immutable and several times cheaper to build than a
+    # frozen dataclass, which matters on the one-item push/pop path.
     head: int = 0
     tail: int = 0
     payload_size: int = 0
@@ -132,34 +136,38 @@ def plan_fifo_push(
     state: FifoState, items: list[bytes], capacity: int, plan: WritePlan
 ) -> FifoState:
     """Append items at the tail; the whole call is refused if it does not fit."""
+    head, tail, payload_size = state
     count = len(items)
-    if state.length + count > capacity:
+    if tail - head + count > capacity:
         raise QueueFullError(
-            f"Queue is full: {state.length} elements stored, pushing {count} would exceed "
+            f"Queue is full: {tail - head} elements stored, pushing {count} would exceed "
             f"max_elements={capacity}; nothing was written"
         )
-    tail = state.tail
-    new_state = FifoState(
-        state.head, tail + count, state.payload_size + sum(len(item) for item in items)
-    )
-    plan.data_puts.extend(zip(range(tail, tail + count), items, strict=True))
-    _with_fifo_counters(plan, new_state)
+    if count == 1:  # the common case, without the generic zip
+        size = len(items[0])
+        plan.data_puts.append((tail, items[0]))
+    else:
+        size = sum(map(len, items))
+        plan.data_puts.extend(zip(range(tail, tail + count), items, strict=True))
+    plan.data_bytes += size
+    new_state = FifoState(head, tail + count, payload_size + size)
+    plan.meta_puts = [(STATE_KEY, _FIFO_STATE.pack(head, tail + count, payload_size + size))]
     return new_state
 
 
 def plan_fifo_pop(state: FifoState, popped: list[bytes], plan: WritePlan) -> FifoState:
     """Remove ``popped`` (the values read at the head, in order) from the queue."""
+    old_head, tail, payload_size = state
     count = len(popped)
-    if count > state.length:
+    if count > tail - old_head:
         raise AssertionError("cannot pop more elements than the queue holds")
-    head = state.head + count
-    payload_size = state.payload_size - sum(len(item) for item in popped)
+    head = old_head + count
+    payload_size -= len(popped[0]) if count == 1 else sum(map(len, popped))
     if payload_size < 0:
         raise QueueCorruptedError("payload size counter went negative")
-    new_state = FifoState(head, state.tail, payload_size)
-    plan.delete_data(state.head, head)
-    _with_fifo_counters(plan, new_state)
-    return new_state
+    plan.delete_data(old_head, head)
+    plan.meta_puts = [(STATE_KEY, _FIFO_STATE.pack(head, tail, payload_size))]
+    return FifoState(head, tail, payload_size)
 
 
 def plan_fifo_unpop(state: FifoState, items: list[bytes], plan: WritePlan) -> FifoState:
@@ -171,8 +179,10 @@ def plan_fifo_unpop(state: FifoState, items: list[bytes], plan: WritePlan) -> Fi
     if count > state.head:
         raise AssertionError("cannot unpop more elements than were popped")
     head = state.head - count
-    new_state = FifoState(head, state.tail, state.payload_size + sum(len(item) for item in items))
+    size = sum(map(len, items))
+    new_state = FifoState(head, state.tail, state.payload_size + size)
     plan.data_puts.extend(zip(range(head, state.head), items, strict=True))
+    plan.data_bytes += size
     _with_fifo_counters(plan, new_state)
     return new_state
 
@@ -302,6 +312,7 @@ def plan_mpmc_add(state: MpmcState, items: list[bytes], now_ms: int, plan: Write
         raise QueueFullError("MPMC queue index space exhausted")
     prefix = _TIMESTAMP.pack(timestamp)
     plan.data_puts.extend((tail + offset, prefix + item) for offset, item in enumerate(items))
+    plan.data_bytes += sum(map(len, items)) + len(items) * TIMESTAMP_BYTES
     new_state = replace(state, tail=tail + len(items), newest_timestamp_ms=timestamp)
     _with_counters(plan, new_state)
     return new_state
@@ -343,17 +354,26 @@ def plan_mpmc_next(
 
 
 def plan_mpmc_rewind(
-    state: MpmcState, label: str, start: int, count: int, plan: WritePlan
+    state: MpmcState,
+    label: str,
+    start: int,
+    count: int,
+    plan: WritePlan,
+    *,
+    expired_unseen: bool = False,
 ) -> tuple[MpmcState, bool]:
     """Move ``label`` back to ``start`` if nothing read past its last next() since.
 
     Elements that expired in the meantime cannot come back: the label then
-    restarts at the head and is told once that it missed elements.
+    restarts at the head and is told once that it missed elements. Pass the
+    undone next()'s ``expired_unseen`` report so that it is made again.
     """
     saved = state.positions.get(label)
     if saved is None or saved.index != start + count:
         return state, False
-    rewound = LabelPosition(max(start, state.head), expired_unseen=start < state.head)
+    # The undone next() may have been the one to report expired elements:
+    # the report must come again with the redelivery.
+    rewound = LabelPosition(max(start, state.head), expired_unseen or start < state.head)
     positions = dict(state.positions)
     positions[label] = rewound
     plan.position_writes.append((label.encode("utf-8"), encode_position(rewound)))

@@ -98,8 +98,9 @@ class Store:
     ) -> None:
         self.path = path
         self.batch_bytes = batch_bytes
-        self._failure: QueueError | None = None
-        self._closed = False
+        self.failure: QueueError | None = None
+        """Set once a write failed: the handle refuses everything until reopened."""
+        self.closed = False
         with _open_paths_lock:
             if path in _open_paths:
                 raise QueueLockedError(f"queue at {path!r} is already open in this process")
@@ -117,6 +118,7 @@ class Store:
             self._handles: dict[str, ColumnFamily] = {
                 name: self._db.get_column_family_handle(name) for name in column_families
             }
+            self._data_handle = self._handles[DATA_CF]
             self._families: dict[str, Rdict] = {
                 name: self._db.get_column_family(name) for name in column_families
             }
@@ -162,26 +164,23 @@ class Store:
     # ------------------------------------------------------------ lifecycle
 
     def check_usable(self) -> None:
-        if self._closed:
+        if self.closed:
             raise QueueClosedError(f"queue at {self.path!r} is closed")
-        if self._failure is not None:
+        if self.failure is not None:
             raise QueueIOError(
                 f"queue at {self.path!r} refused the operation: an earlier write failed "
-                f"({self._failure}); close and reopen the queue"
+                f"({self.failure}); close and reopen the queue"
             )
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         try:
             # The DB lock is released only once no column-family handle is alive.
             self._families.clear()
             self._handles.clear()
+            del self._data_handle
             self._db.close()
         except Exception as error:
             raise translate(error, self.path, "closing") from error
@@ -284,19 +283,24 @@ class Store:
         between leaves only orphans, which ``discard_outside`` removes at the
         next open.
         """
-        self.check_usable()
+        if self.failure is not None or self.closed:
+            self.check_usable()
         handles = self._handles
-        data = handles[DATA_CF]
+        data = self._data_handle
         batch = WriteBatch(raw_mode=True)
-        staged_bytes = 0
         try:
-            for index, value in plan.data_puts:
-                if staged_bytes + len(value) > self.batch_bytes and not batch.is_empty():
-                    self._db.write(batch, self._write_options)
-                    batch = WriteBatch(raw_mode=True)
-                    staged_bytes = 0
-                batch.put(encode_index(index), value, data)
-                staged_bytes += len(value)
+            if plan.data_bytes <= self.batch_bytes:
+                for index, value in plan.data_puts:
+                    batch.put(encode_index(index), value, data)
+            else:
+                staged_bytes = 0
+                for index, value in plan.data_puts:
+                    if staged_bytes + len(value) > self.batch_bytes and not batch.is_empty():
+                        self._db.write(batch, self._write_options)
+                        batch = WriteBatch(raw_mode=True)
+                        staged_bytes = 0
+                    batch.put(encode_index(index), value, data)
+                    staged_bytes += len(value)
             for index in range(plan.data_delete_start, plan.data_delete_stop):
                 batch.delete(encode_index(index), data)
             if plan.meta_puts:
@@ -319,7 +323,10 @@ class Store:
         except Exception as error:
             failure = translate(error, self.path, "writing")
             # The write may or may not be on disk: only a reopen tells.
-            self._failure = failure
+            self.failure = failure
+            # The traceback keeps this frame alive; a column-family handle
+            # left in it would keep the DB lock after close().
+            del handles, data, batch
             raise failure from error
 
     def discard_outside(self, head: int, tail: int) -> None:
@@ -333,8 +340,8 @@ class Store:
             self._db.write(batch, self._write_options)
             self._db.flush_wal(True)
         except Exception as error:
-            self._failure = translate(error, self.path, "cleaning up")
-            raise self._failure from error
+            self.failure = translate(error, self.path, "cleaning up")
+            raise self.failure from error
 
 
 def _held_by_another_process(lock_file: str) -> bool:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import enum
 import math
 import os
+import sys
 from typing import Any
 
 from ._types import StartPosition
 
 MAX_LABEL_BYTES = 4096
+MAX_TTL_SECONDS = 2**53 // 1000  # keeps ttl in milliseconds exact
 # Indices are u64 keys; a capacity beyond 2**63 could never be reached anyway
 # and would let `head + capacity` overflow the key space.
 MAX_CAPACITY = 2**63
@@ -70,11 +72,17 @@ def ttl_seconds(value: object) -> float:
     """Return the TTL in seconds; 0 means elements never expire."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"ttl must be a number of seconds (int or float), got {_type_name(value)}")
-    if math.isnan(value) or math.isinf(value):
-        raise ValueError(f"ttl must be a finite number of seconds, got {value}")
     if value < 0:
         raise ValueError(f"ttl must be >= 0 seconds (0 = never expire), got {value}")
-    return float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if math.isnan(seconds) or seconds > MAX_TTL_SECONDS:
+        raise ValueError(
+            f"ttl must be a finite number of seconds up to {MAX_TTL_SECONDS}, got {value}"
+        )
+    return seconds
 
 
 def label_name(label: object) -> str:
@@ -98,7 +106,12 @@ def start_position(value: object) -> StartPosition:
     """Accept our StartPosition, or any enum member named Oldest/Newest (RocksQ's)."""
     if isinstance(value, StartPosition):
         return value
-    # Programs migrating from RocksQ may still pass rocksq.StartPosition.
+    # Programs migrating from RocksQ may still pass rocksq.StartPosition,
+    # a PyO3 class rather than an enum.Enum.
+    rocksq = sys.modules.get("rocksq")
+    foreign = getattr(rocksq, "StartPosition", None)
+    if foreign is not None and isinstance(value, foreign):
+        return StartPosition.Oldest if value == foreign.Oldest else StartPosition.Newest
     if isinstance(value, enum.Enum) and value.name in ("Oldest", "Newest"):
         return StartPosition[value.name]
     raise TypeError(
@@ -115,6 +128,8 @@ def queue_path(path: object) -> str:
         raise TypeError(f"path must be a str or os.PathLike of str, got {_type_name(text)}")
     if not text:
         raise ValueError("path must be a non-empty str")
+    if "\x00" in text:
+        raise ValueError(f"path must not contain NUL bytes, got {text!r}")
     return os.path.abspath(text)
 
 

@@ -52,13 +52,16 @@ class PersistentQueueWithCapacity(FifoCore):
     def __enter__(self) -> PersistentQueueWithCapacity:
         return self
 
+    # Explicit base calls rather than super(): this is the hot path.
     def push(self, items: list[bytes], no_gil: bool = True) -> None:  # type: ignore[override]
-        _validate.flag(no_gil, "no_gil")
-        super().push(items)
+        if no_gil is not True and no_gil is not False:
+            _validate.flag(no_gil, "no_gil")
+        FifoCore.push(self, items)
 
     def pop(self, max_elements: int = 1, no_gil: bool = True) -> list[bytes]:  # type: ignore[override]
-        _validate.flag(no_gil, "no_gil")
-        return super().pop(max_elements)
+        if no_gil is not True and no_gil is not False:
+            _validate.flag(no_gil, "no_gil")
+        return FifoCore.pop(self, max_elements)
 
 
 class MpmcQueue(MpmcCore):
@@ -71,8 +74,9 @@ class MpmcQueue(MpmcCore):
         return self
 
     def add(self, items: list[bytes], no_gil: bool = True) -> None:  # type: ignore[override]
-        _validate.flag(no_gil, "no_gil")
-        super().add(items)
+        if no_gil is not True and no_gil is not False:
+            _validate.flag(no_gil, "no_gil")
+        MpmcCore.add(self, items)
 
     def next(  # type: ignore[override]
         self,
@@ -81,5 +85,6 @@ class MpmcQueue(MpmcCore):
         max_elements: int = 1,
         no_gil: bool = True,
     ) -> tuple[list[bytes], bool]:
-        _validate.flag(no_gil, "no_gil")
-        return super().next(label, start_position, max_elements)
+        if no_gil is not True and no_gil is not False:
+            _validate.flag(no_gil, "no_gil")
+        return MpmcCore.next(self, label, start_position, max_elements)
