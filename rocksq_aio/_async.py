@@ -10,11 +10,12 @@ core give back the items of a pop/next that already committed.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from . import _validate
 from ._core import (
@@ -27,11 +28,81 @@ from ._core import (
     Stage,
 )
 from ._storage import DEFAULT_BATCH_BYTES
-from ._types import StartPosition
+from ._types import BytesLike, StartPosition
 
 DEFAULT_MAX_INFLIGHT_OPS = 1000
 
 CoreT = TypeVar("CoreT", FifoCore, MpmcCore)
+
+
+class _InflightSlots:
+    """A counting semaphore that only yields to the loop when it must wait.
+
+    anyio.Semaphore checkpoints on every acquire, an extra trip through the
+    event loop per operation that costs more than the operation itself.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._waiters: deque[anyio.Event] = deque()
+
+    async def acquire(self) -> None:
+        while self.free <= 0:
+            woken = anyio.Event()
+            self._waiters.append(woken)
+            try:
+                await woken.wait()
+            except BaseException:
+                if woken.is_set():
+                    self._wake_next()  # pass on the wake-up we will not use
+                else:
+                    self._waiters.remove(woken)
+                raise
+        self.free -= 1
+
+    def release(self) -> None:
+        self.free += 1
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        if self._waiters and self.free > 0:
+            self._waiters.popleft().set()
+
+
+def _deadline(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    return anyio.current_time() + max(0.0, timeout)
+
+
+async def _wait_until(arrival: anyio.Event, deadline: float | None) -> bool:
+    """Wait for ``arrival``; False if the deadline passed first."""
+    if deadline is None:
+        await arrival.wait()
+        return True
+    with anyio.move_on_at(deadline):
+        await arrival.wait()
+        return True
+    return False
+
+
+class _Held:
+    """Items an iterator read ahead and has not yielded yet."""
+
+    __slots__ = ("first_index", "items", "label")
+
+    def __init__(self, label: str | None = None) -> None:
+        self.items: deque[bytes] = deque()
+        self.label = label
+        self.first_index: int | None = None  # MPMC: index of items[0], None if given back before
+
+    def take(self) -> bytes:
+        if self.first_index is not None:
+            self.first_index += 1
+        return self.items.popleft()
 
 
 class _AsyncQueue(Generic[CoreT]):
@@ -42,9 +113,15 @@ class _AsyncQueue(Generic[CoreT]):
         self._max_inflight = _validate.positive_int(max_inflight_ops, "max_inflight_ops")
         # anyio primitives need a running event loop: made on first use.
         self._limiter: anyio.CapacityLimiter | None = None
-        self._inflight: anyio.Semaphore | None = None
+        self._inflight = _InflightSlots(self._max_inflight)
         self._arrival: anyio.Event | None = None
         self._seen_arrivals = 0
+        # Set while one task has the worker drain pending operations; the
+        # other callers wait for it instead of queueing drains of their own.
+        self._draining: anyio.Event | None = None
+        # Items that open iterators (items(), consume()) have read but not yet
+        # yielded; closing the queue gives them back before the core closes.
+        self._held: set[_Held] = set()
 
     @property
     def path(self) -> str:
@@ -72,30 +149,46 @@ class _AsyncQueue(Generic[CoreT]):
     @property
     def inflight_ops(self) -> int:
         """Operations submitted and not finished yet."""
-        if self._inflight is None:
-            return 0
-        return self._max_inflight - self._inflight.value
+        return self._inflight.total - self._inflight.free
 
-    def _primitives(self) -> tuple[anyio.CapacityLimiter, anyio.Semaphore]:
-        if self._limiter is None or self._inflight is None:
+    def _worker_limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(1)
-            self._inflight = anyio.Semaphore(self._max_inflight)
-        return self._limiter, self._inflight
+        return self._limiter
 
     async def _perform(self, operation: Operation) -> Any:
-        limiter, inflight = self._primitives()
         core = self._core
-        async with inflight:
+        inflight = self._inflight
+        await inflight.acquire()
+        try:
             core.submit(operation)
             try:
                 while operation.stage is not Stage.DONE:
-                    await anyio.to_thread.run_sync(core.drain, limiter=limiter)
+                    if self._draining is None:
+                        await self._lead_drain()
+                    else:
+                        # A drain is running in the worker: it or the next one
+                        # (led by one of us) will take this operation too.
+                        await self._draining.wait()
             except BaseException:
                 core.abandon(operation)
                 raise
             finally:
                 self._announce_arrivals()
+        finally:
+            inflight.release()
         return operation.outcome()
+
+    async def _lead_drain(self) -> None:
+        finished = self._draining = anyio.Event()
+        try:
+            # One trip around the loop first lets every task that is ready
+            # submit too, so the worker commits them as one group.
+            await anyio.lowlevel.checkpoint()
+            await anyio.to_thread.run_sync(self._core.drain, limiter=self._worker_limiter())
+        finally:
+            self._draining = None
+            finished.set()
 
     def _announce_arrivals(self) -> None:
         # Wakes waiters on the event loop thread once the core has
@@ -112,15 +205,29 @@ class _AsyncQueue(Generic[CoreT]):
             self._arrival = anyio.Event()
         return self._arrival
 
+    def _give_back(self, held: _Held) -> None:
+        raise NotImplementedError
+
+    def _release_held(self, held: _Held) -> None:
+        self._held.discard(held)
+        if held.items and not self._core.closed:
+            self._give_back(held)
+            self._announce_arrivals()
+        held.items.clear()
+
+    def _close_core(self) -> None:
+        for held in list(self._held):
+            self._release_held(held)
+        self._core.close()
+
     async def aclose(self) -> None:
         """Finish the operation in progress and release the queue."""
-        limiter, _ = self._primitives()
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._core.close, limiter=limiter)
+            await anyio.to_thread.run_sync(self._close_core, limiter=self._worker_limiter())
 
     def close(self) -> None:
         """Release the queue from synchronous code."""
-        self._core.close()
+        self._close_core()
 
     async def __aexit__(
         self,
@@ -163,7 +270,7 @@ class PersistentQueue(_AsyncQueue[FifoCore]):
     def max_elements(self) -> int:
         return self._core.capacity
 
-    async def push(self, items: list[bytes]) -> None:
+    async def push(self, items: Sequence[BytesLike]) -> None:
         """Append ``items`` atomically; QueueFullError (nothing written) if they don't fit."""
         await self._perform(FifoCore.push_operation(items))
 
@@ -173,37 +280,41 @@ class PersistentQueue(_AsyncQueue[FifoCore]):
         return items
 
     async def pop_wait(self, max_elements: int = 1, timeout: float | None = None) -> list[bytes]:
-        """Like pop(), but wait until at least one item is there ([] after ``timeout`` s)."""
-        operation_check = FifoCore.pop_operation(max_elements)  # validates before waiting
-        del operation_check
-        with anyio.move_on_after(timeout):
-            while True:
-                arrival = self._arrival_event()
-                items = await self.pop(max_elements)
-                if items:
-                    return items
-                await arrival.wait()
-        return []
+        """Like pop(), but wait until at least one item is there ([] after ``timeout`` s).
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
+        The queue is always looked at once, even with ``timeout=0``.
+        """
+        FifoCore.pop_operation(max_elements)  # validates before waiting
+        deadline = _deadline(timeout)
+        while True:
+            arrival = self._arrival_event()
+            items = await self.pop(max_elements)
+            if items or not await _wait_until(arrival, deadline):
+                return items
+
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self.items()
 
-    async def items(self, batch_size: int = 1) -> AsyncIterator[bytes]:
+    async def items(self, batch_size: int = 1) -> AsyncGenerator[bytes, None]:
         """Yield items forever, waiting for new ones without polling.
 
         With ``batch_size`` > 1, items popped but not yet yielded when the
-        iteration stops are put back at the head of the queue.
+        iteration stops (or the queue closes) are put back at the head.
         """
         _validate.positive_int(batch_size, "batch_size")
-        buffered: deque[bytes] = deque()
+        held = _Held()
+        self._held.add(held)
         try:
             while True:
-                if not buffered:
-                    buffered.extend(await self.pop_wait(batch_size))
-                yield buffered.popleft()
+                if not held.items:
+                    held.items.extend(await self.pop_wait(batch_size))
+                    continue
+                yield held.take()
         finally:
-            if buffered and not self._core.closed:
-                self._core.unpop(list(buffered))
+            self._release_held(held)
+
+    def _give_back(self, held: _Held) -> None:
+        self._core.unpop(list(held.items))
 
 
 class MpmcQueue(_AsyncQueue[MpmcCore]):
@@ -236,7 +347,7 @@ class MpmcQueue(_AsyncQueue[MpmcCore]):
     def ttl(self) -> float:
         return self._core.ttl
 
-    async def add(self, items: list[bytes]) -> None:
+    async def add(self, items: Sequence[BytesLike]) -> None:
         """Append ``items`` atomically, stamped with the current time."""
         await self._perform(MpmcCore.add_operation(items))
 
@@ -266,47 +377,46 @@ class MpmcQueue(_AsyncQueue[MpmcCore]):
         """Like next(), but wait for at least one item (([], False) after ``timeout`` s).
 
         Also returns at once, possibly without items, to report that unread
-        elements expired.
+        elements expired. The queue is always looked at once, even with
+        ``timeout=0``.
         """
         MpmcCore.next_operation(label, start_position, max_elements)  # validates first
-        with anyio.move_on_after(timeout):
-            while True:
-                arrival = self._arrival_event()
-                items, expired = await self.next(label, start_position, max_elements)
-                if items or expired:
-                    return items, expired
-                await arrival.wait()
-        return [], False
+        deadline = _deadline(timeout)
+        while True:
+            arrival = self._arrival_event()
+            items, expired = await self.next(label, start_position, max_elements)
+            if items or expired or not await _wait_until(arrival, deadline):
+                return items, expired
 
     async def consume(
         self,
         label: str,
         start_position: StartPosition = StartPosition.Oldest,
         batch_size: int = 1,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Yield ``label``'s items forever, waiting for new ones without polling.
 
         With ``batch_size`` > 1, items read but not yet yielded when the
-        iteration stops are handed back to the label.
+        iteration stops (or the queue closes) are handed back to the label.
         """
         MpmcCore.next_operation(label, start_position, batch_size)  # validates first
-        buffered: deque[bytes] = deque()
-        first_index: int | None = None  # of buffered[0]; None for items given back before
+        held = _Held(label)
+        self._held.add(held)
         try:
             while True:
-                if not buffered:
+                if not held.items:
                     arrival = self._arrival_event()
-                    items, _expired, first_index = await self._perform(
+                    items, _expired, held.first_index = await self._perform(
                         MpmcCore.next_operation(label, start_position, batch_size)
                     )
                     if not items:
                         await arrival.wait()
-                    buffered.extend(items)
+                    held.items.extend(items)
                     continue
-                item = buffered.popleft()
-                if first_index is not None:
-                    first_index += 1
-                yield item
+                yield held.take()
         finally:
-            if buffered and not self._core.closed:
-                self._core.give_back(label, list(buffered), first_index)
+            self._release_held(held)
+
+    def _give_back(self, held: _Held) -> None:
+        assert held.label is not None
+        self._core.give_back(held.label, list(held.items), held.first_index)

@@ -532,6 +532,8 @@ class MpmcCore(_CoreBase):
             _plan.decode_position(key, value, head, tail)
             for key, value in self._store.family_items(_plan.POSITIONS_CF)
         )
+        for key, value in self._store.family_items(_plan.RETURNED_CF):
+            self._returned[_plan.decode_label(key)] = deque(_plan.decode_returned(key, value))
         return MpmcState(head, tail, newest, positions)
 
     def _timestamp_at(self, index: int, state: MpmcState | None) -> int | None:
@@ -646,6 +648,7 @@ class MpmcCore(_CoreBase):
                 returned = self._returned.get(label)
                 if returned:
                     items = [returned.popleft() for _ in range(min(limit, len(returned)))]
+                    _plan.plan_mpmc_hand_back(label, list(returned), plan)
                     operation.result = (items, False, None)
                     continue
                 start = _plan.label_start(state, label, start_position)
@@ -655,8 +658,10 @@ class MpmcCore(_CoreBase):
                 state, expired = _plan.plan_mpmc_next(state, label, start, count, plan)
                 operation.result = (items, expired, start.index)
             else:
-                state, removed = _plan.plan_mpmc_remove_label(state, operation.arguments[0], plan)
-                self._returned.pop(operation.arguments[0], None)
+                label = operation.arguments[0]
+                state, removed = _plan.plan_mpmc_remove_label(state, label, plan)
+                if self._returned.pop(label, None):
+                    _plan.plan_mpmc_hand_back(label, [], plan)
                 operation.result = removed
         if not plan.is_empty:
             self._store.apply(plan)
@@ -709,8 +714,12 @@ class MpmcCore(_CoreBase):
                 self._state = state
                 return
         # The label read further meanwhile: its saved position cannot move
-        # back, so these items wait in memory for its next read.
-        self._returned.setdefault(label, deque()).extendleft(reversed(items))
+        # back, so these items are saved apart and served to its next read.
+        waiting = self._returned.setdefault(label, deque())
+        plan = WritePlan()
+        _plan.plan_mpmc_hand_back(label, [*items, *waiting], plan)
+        self._store.apply(plan)
+        waiting.extendleft(reversed(items))
 
     def rewind(self, label: str, start: int, count: int) -> bool:
         """Undo a next() of ``count`` elements from ``start`` whose result was never delivered.

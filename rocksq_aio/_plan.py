@@ -28,6 +28,7 @@ from ._types import StartPosition
 DATA_CF = "data"
 META_CF = "meta"
 POSITIONS_CF = "positions"
+RETURNED_CF = "returned"
 
 KIND_KEY = b"kind"
 STATE_KEY = b"state"
@@ -35,7 +36,7 @@ FIFO_KIND = b"rocksq_aio.fifo.v1"
 MPMC_KIND = b"rocksq_aio.mpmc.v1"
 
 FIFO_COLUMN_FAMILIES = (DATA_CF, META_CF)
-MPMC_COLUMN_FAMILIES = (DATA_CF, META_CF, POSITIONS_CF)
+MPMC_COLUMN_FAMILIES = (DATA_CF, META_CF, POSITIONS_CF, RETURNED_CF)
 
 MAX_INDEX = 2**64 - 1
 
@@ -74,6 +75,8 @@ class WritePlan:
     meta_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
     position_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     """Applied in order; a None value deletes the label."""
+    returned_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    """Items handed back to a label that had read further (see plan_mpmc_hand_back)."""
 
     def delete_data(self, start: int, stop: int) -> None:
         """Delete indices [start, stop); ranges planned in one batch are contiguous."""
@@ -93,6 +96,7 @@ class WritePlan:
             or self.data_delete_start != self.data_delete_stop
             or self.meta_puts
             or self.position_writes
+            or self.returned_writes
         )
 
 
@@ -237,13 +241,17 @@ def encode_position(position: LabelPosition) -> bytes:
     return _POSITION.pack(position.index, _EXPIRED_UNSEEN if position.expired_unseen else 0)
 
 
+def decode_label(label_key: bytes) -> str:
+    try:
+        return label_key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise QueueCorruptedError(f"label {label_key!r} is not valid UTF-8") from None
+
+
 def decode_position(
     label_key: bytes, raw: bytes, head: int, tail: int
 ) -> tuple[str, LabelPosition]:
-    try:
-        label = label_key.decode("utf-8")
-    except UnicodeDecodeError:
-        raise QueueCorruptedError(f"label {label_key!r} is not valid UTF-8") from None
+    label = decode_label(label_key)
     if len(raw) != _POSITION.size:
         raise QueueCorruptedError(
             f"position of label {label!r} is {len(raw)} bytes long, expected {_POSITION.size}"
@@ -378,6 +386,39 @@ def plan_mpmc_rewind(
     positions[label] = rewound
     plan.position_writes.append((label.encode("utf-8"), encode_position(rewound)))
     return replace(state, positions=positions), True
+
+
+_ITEM_LENGTH = struct.Struct(">I")
+
+
+def encode_returned(items: list[bytes]) -> bytes:
+    return b"".join(_ITEM_LENGTH.pack(len(item)) + item for item in items)
+
+
+def decode_returned(label_key: bytes, raw: bytes) -> list[bytes]:
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(raw):
+        if offset + _ITEM_LENGTH.size > len(raw):
+            raise QueueCorruptedError(f"items handed back to label {label_key!r} are truncated")
+        (length,) = _ITEM_LENGTH.unpack_from(raw, offset)
+        offset += _ITEM_LENGTH.size
+        if offset + length > len(raw):
+            raise QueueCorruptedError(f"items handed back to label {label_key!r} are truncated")
+        items.append(raw[offset : offset + length])
+        offset += length
+    return items
+
+
+def plan_mpmc_hand_back(label: str, waiting: list[bytes], plan: WritePlan) -> None:
+    """Save the items waiting to be redelivered to ``label`` (none: forget them).
+
+    They are items of a next() that were never delivered while the label read
+    further meanwhile, so its position cannot move back; next() serves them
+    first. Saved, so that a restart does not lose them.
+    """
+    key = label.encode("utf-8")
+    plan.returned_writes.append((key, encode_returned(waiting) if waiting else None))
 
 
 def plan_mpmc_remove_label(state: MpmcState, label: str, plan: WritePlan) -> tuple[MpmcState, bool]:

@@ -307,13 +307,17 @@ class Store:
                 meta = handles[META_CF]
                 for key, value in plan.meta_puts:
                     batch.put(key, value, meta)
-            if plan.position_writes:
-                positions = handles["positions"]
-                for key, position in plan.position_writes:
-                    if position is None:
-                        batch.delete(key, positions)
-                    else:
-                        batch.put(key, position, positions)
+            for family, writes in (
+                ("positions", plan.position_writes),
+                ("returned", plan.returned_writes),
+            ):
+                if writes:
+                    handle = handles[family]
+                    for key, record in writes:
+                        if record is None:
+                            batch.delete(key, handle)
+                        else:
+                            batch.put(key, record, handle)
             durable = self.sync if sync is None else sync
             # One fsync through flush_wal, which releases the GIL (a synced
             # write() holds it), and which serves every caller of a group.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import TypeAlias
 
 
 class StartPosition(enum.Enum):
@@ -12,3 +13,7 @@ class StartPosition(enum.Enum):
     """At the oldest element still stored."""
     Newest = 1
     """At the last element already stored (it is delivered), or at the next one when empty."""
+
+
+BytesLike: TypeAlias = bytes | bytearray | memoryview
+"""What an item may be; items always come back as bytes."""

@@ -7,6 +7,8 @@ and has no effect: the GIL handling is decided by the core (see the README).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from . import _validate
 from ._core import DEFAULT_CACHE_BYTES, DEFAULT_CAPACITY, FifoCore, MpmcCore
 from ._errors import (
@@ -18,7 +20,7 @@ from ._errors import (
     QueueLockedError,
 )
 from ._storage import DEFAULT_BATCH_BYTES
-from ._types import StartPosition
+from ._types import BytesLike, StartPosition
 
 __all__ = [
     "MpmcQueue",
@@ -53,7 +55,7 @@ class PersistentQueueWithCapacity(FifoCore):
         return self
 
     # Explicit base calls rather than super(): this is the hot path.
-    def push(self, items: list[bytes], no_gil: bool = True) -> None:  # type: ignore[override]
+    def push(self, items: Sequence[BytesLike], no_gil: bool = True) -> None:  # type: ignore[override]
         if no_gil is not True and no_gil is not False:
             _validate.flag(no_gil, "no_gil")
         FifoCore.push(self, items)
@@ -73,7 +75,7 @@ class MpmcQueue(MpmcCore):
     def __enter__(self) -> MpmcQueue:
         return self
 
-    def add(self, items: list[bytes], no_gil: bool = True) -> None:  # type: ignore[override]
+    def add(self, items: Sequence[BytesLike], no_gil: bool = True) -> None:  # type: ignore[override]
         if no_gil is not True and no_gil is not False:
             _validate.flag(no_gil, "no_gil")
         MpmcCore.add(self, items)

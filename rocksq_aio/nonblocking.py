@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -29,9 +29,9 @@ from ._core import (
     Operation,
     Stage,
 )
-from ._errors import QueueError
+from ._errors import QueueClosedError, QueueError
 from ._storage import DEFAULT_BATCH_BYTES
-from ._types import StartPosition
+from ._types import BytesLike, StartPosition
 
 __all__ = [
     "MpmcQueue",
@@ -143,34 +143,26 @@ def _in_event_loop() -> bool:
 
 
 class _Response(Generic[VariantT]):
-    __slots__ = ("_future", "_make_variant", "_operation", "_variant")
+    __slots__ = ("_future", "_make_variant", "_variant")
 
-    def __init__(
-        self,
-        operation: Operation | None,
-        future: Future[None] | None,
-        make_variant: Callable[[Any], VariantT],
-        ready: VariantT | None = None,
-    ) -> None:
-        self._operation = operation
+    def __init__(self, future: Future[Any], make_variant: Callable[[Any], VariantT]) -> None:
         self._future = future
         self._make_variant: Callable[[Any], VariantT] = make_variant
-        self._variant: VariantT | None = ready
+        self._variant: VariantT | None = None
 
     @property
     def is_ready(self) -> bool:
         """True once the operation finished (successfully or not)."""
-        return self._operation is None or self._operation.stage is Stage.DONE
+        return self._future.done()
 
     def _result(self) -> VariantT:
         if self._variant is None:
-            assert self._operation is not None
-            self._variant = self._make_variant(self._operation.outcome())
+            self._variant = self._make_variant(self._future.result())
         return self._variant
 
     def try_get(self) -> VariantT | None:
         """The result if ready, else None; raises the operation's error."""
-        if not self.is_ready:
+        if not self._future.done():
             return None
         return self._result()
 
@@ -184,18 +176,14 @@ class _Response(Generic[VariantT]):
             raise QueueError(
                 "Response.get() would block the event loop; use `await response` in async code"
             )
-        if not self.is_ready:
-            assert self._future is not None
-            self._future.result()
         return self._result()
 
     def __await__(self) -> Generator[Any, None, VariantT]:
         return self._wait().__await__()
 
     async def _wait(self) -> VariantT:
-        if not self.is_ready:
-            assert self._future is not None
-            await anyio.to_thread.run_sync(self._future.result, abandon_on_cancel=True)
+        if not self._future.done():
+            await anyio.to_thread.run_sync(self._future.exception, abandon_on_cancel=True)
         return self._result()
 
 
@@ -223,21 +211,35 @@ class _NonblockingQueue(Generic[CoreT]):
         self._inflight_lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rocksq_aio-worker")
 
-    def _submit(self, operation: Operation) -> Future[None]:
+    def _submit(self, task: Callable[[], Any]) -> Future[Any]:
+        """Run ``task`` on the worker after everything submitted before it."""
         # Blocks the caller, as RocksQ does, while max_inflight_ops are running.
         self._slots.acquire()
         with self._inflight_lock:
             self._inflight += 1
         try:
-            self._core.submit(operation)
-            future = self._worker.submit(self._core.drain)
+            future = self._worker.submit(task)
+        except RuntimeError:
+            self._release_slot(None)
+            raise QueueClosedError(f"queue at {self._core.path!r} is closed") from None
         except BaseException:
             self._release_slot(None)
             raise
         future.add_done_callback(self._release_slot)
         return future
 
-    def _release_slot(self, _future: Future[None] | None) -> None:
+    def _perform(self, operation: Operation) -> Future[Any]:
+        self._core.submit(operation)
+        return self._submit(lambda: self._run_until_done(operation))
+
+    def _run_until_done(self, operation: Operation) -> Any:
+        # An earlier drain may have taken it already, or left it pending
+        # when its group reached the byte limit.
+        while operation.stage is not Stage.DONE:
+            self._core.drain()
+        return operation.outcome()
+
+    def _release_slot(self, _future: Future[Any] | None) -> None:
         with self._inflight_lock:
             self._inflight -= 1
         self._slots.release()
@@ -290,29 +292,29 @@ class PersistentQueueWithCapacity(_NonblockingQueue[FifoCore]):
     ) -> None:
         self.close()
 
-    def push(self, items: list[bytes], no_gil: bool = True) -> Response:
+    def push(self, items: Sequence[BytesLike], no_gil: bool = True) -> Response:
         _validate.flag(no_gil, "no_gil")
-        operation = FifoCore.push_operation(items)
-        return Response(operation, self._submit(operation), lambda _: ResponseVariant())
+        return Response(self._perform(FifoCore.push_operation(items)), lambda _: ResponseVariant())
 
     def pop(self, max_elements: int = 1, no_gil: bool = True) -> Response:
         _validate.flag(no_gil, "no_gil")
-        operation = FifoCore.pop_operation(max_elements)
-        return Response(operation, self._submit(operation), lambda items: ResponseVariant(items))
+        return Response(self._perform(FifoCore.pop_operation(max_elements)), ResponseVariant)
 
+    # As in RocksQ, these are answered by the worker, after every operation
+    # submitted before them.
     @property
     def len(self) -> Response:
-        return Response(None, None, ResponseVariant, ResponseVariant(len=self._core.len))
+        return Response(self._submit(lambda: self._core.len), lambda n: ResponseVariant(len=n))
 
     @property
     def payload_size(self) -> Response:
-        size = self._core.payload_size
-        return Response(None, None, ResponseVariant, ResponseVariant(size=size))
+        core = self._core
+        return Response(self._submit(lambda: core.payload_size), lambda n: ResponseVariant(size=n))
 
     @property
     def disk_size(self) -> Response:
-        size = self._core.disk_size
-        return Response(None, None, ResponseVariant, ResponseVariant(size=size))
+        core = self._core
+        return Response(self._submit(lambda: core.disk_size), lambda n: ResponseVariant(size=n))
 
     @property
     def is_empty(self) -> bool:
@@ -349,10 +351,11 @@ class MpmcQueue(_NonblockingQueue[MpmcCore]):
     ) -> None:
         self.close()
 
-    def add(self, items: list[bytes], no_gil: bool = True) -> MpmcResponse:
+    def add(self, items: Sequence[BytesLike], no_gil: bool = True) -> MpmcResponse:
         _validate.flag(no_gil, "no_gil")
-        operation = MpmcCore.add_operation(items)
-        return MpmcResponse(operation, self._submit(operation), lambda _: MpmcResponseVariant())
+        return MpmcResponse(
+            self._perform(MpmcCore.add_operation(items)), lambda _: MpmcResponseVariant()
+        )
 
     def next(
         self,
@@ -364,33 +367,34 @@ class MpmcQueue(_NonblockingQueue[MpmcCore]):
         _validate.flag(no_gil, "no_gil")
         operation = MpmcCore.next_operation(label, start_position, max_elements)
         return MpmcResponse(
-            operation,
-            self._submit(operation),
+            self._perform(operation),
             lambda result: MpmcResponseVariant(data=(result[0], result[1])),
         )
 
     def remove_label(self, label: str) -> MpmcResponse:
-        operation = MpmcCore.remove_label_operation(label)
         return MpmcResponse(
-            operation,
-            self._submit(operation),
+            self._perform(MpmcCore.remove_label_operation(label)),
             lambda removed: MpmcResponseVariant(removed_label=removed),
         )
 
     @property
     def labels(self) -> MpmcResponse:
-        labels = self._core.labels
-        return MpmcResponse(None, None, MpmcResponseVariant, MpmcResponseVariant(labels=labels))
+        core = self._core
+        return MpmcResponse(
+            self._submit(lambda: core.labels), lambda names: MpmcResponseVariant(labels=names)
+        )
 
     @property
     def len(self) -> MpmcResponse:
-        length = self._core.len
-        return MpmcResponse(None, None, MpmcResponseVariant, MpmcResponseVariant(len=length))
+        core = self._core
+        return MpmcResponse(self._submit(lambda: core.len), lambda n: MpmcResponseVariant(len=n))
 
     @property
     def disk_size(self) -> MpmcResponse:
-        size = self._core.disk_size
-        return MpmcResponse(None, None, MpmcResponseVariant, MpmcResponseVariant(size=size))
+        core = self._core
+        return MpmcResponse(
+            self._submit(lambda: core.disk_size), lambda n: MpmcResponseVariant(size=n)
+        )
 
     @property
     def is_empty(self) -> bool:
