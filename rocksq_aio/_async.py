@@ -209,25 +209,37 @@ class _AsyncQueue(Generic[CoreT]):
         raise NotImplementedError
 
     def _release_held(self, held: _Held) -> None:
+        """Give back what ``held`` read ahead; runs on the event loop's thread."""
         self._held.discard(held)
-        if held.items and not self._core.closed:
-            self._give_back(held)
-            self._announce_arrivals()
-        held.items.clear()
+        try:
+            if held.items and not self._core.closed:
+                self._give_back(held)
+                self._announce_arrivals()
+        finally:
+            held.items.clear()
 
-    def _close_core(self) -> None:
+    def _release_all_held(self) -> None:
         for held in list(self._held):
             self._release_held(held)
-        self._core.close()
+
+    def _wake_waiters(self) -> None:
+        # After a close: parked waiters retry and get QueueClosedError.
+        if self._arrival is not None:
+            self._arrival.set()
+            self._arrival = None
 
     async def aclose(self) -> None:
-        """Finish the operation in progress and release the queue."""
+        """Give back read-ahead items, finish the operation in progress, release the queue."""
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._close_core, limiter=self._worker_limiter())
+            self._release_all_held()
+            await anyio.to_thread.run_sync(self._core.close, limiter=self._worker_limiter())
+            self._wake_waiters()
 
     def close(self) -> None:
-        """Release the queue from synchronous code."""
-        self._close_core()
+        """Release the queue from synchronous code (from the event loop's thread, if any)."""
+        self._release_all_held()
+        self._core.close()
+        self._wake_waiters()
 
     async def __aexit__(
         self,

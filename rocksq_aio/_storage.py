@@ -35,7 +35,7 @@ from ._errors import (
 )
 from ._plan import DATA_CF, META_CF, WritePlan, decode_index, encode_index
 
-DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
+DEFAULT_BATCH_BYTES = 1024 * 1024
 """Largest WriteBatch we hand to RocksDB at once.
 
 rocksdict holds the GIL for the whole write (fsync included), so a bigger
