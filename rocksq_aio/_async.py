@@ -21,6 +21,7 @@ from . import _validate
 from ._core import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_CAPACITY,
+    DEFAULT_DIRECTORY_MODE,
     Clock,
     FifoCore,
     MpmcCore,
@@ -262,11 +263,17 @@ class PersistentQueue(_AsyncQueue[FifoCore]):
         sync: bool = False,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        directory_mode: int = DEFAULT_DIRECTORY_MODE,
     ) -> None:
         _validate.positive_int(max_inflight_ops, "max_inflight_ops")
         super().__init__(
             FifoCore(
-                path, max_elements, sync=sync, batch_bytes=batch_bytes, cache_bytes=cache_bytes
+                path,
+                max_elements,
+                sync=sync,
+                batch_bytes=batch_bytes,
+                cache_bytes=cache_bytes,
+                directory_mode=directory_mode,
             ),
             max_inflight_ops,
         )
@@ -341,9 +348,14 @@ class MpmcQueue(_AsyncQueue[MpmcCore]):
         sync: bool = False,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         clock: Clock | None = None,
+        directory_mode: int = DEFAULT_DIRECTORY_MODE,
     ) -> None:
         _validate.positive_int(max_inflight_ops, "max_inflight_ops")
-        options: dict[str, Any] = {"sync": sync, "batch_bytes": batch_bytes}
+        options: dict[str, Any] = {
+            "sync": sync,
+            "batch_bytes": batch_bytes,
+            "directory_mode": directory_mode,
+        }
         if clock is not None:
             options["clock"] = clock
         super().__init__(MpmcCore(path, ttl, **options), max_inflight_ops)

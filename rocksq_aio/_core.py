@@ -44,6 +44,8 @@ from ._storage import DEFAULT_BATCH_BYTES, Store, directory_size
 from ._types import StartPosition
 
 DEFAULT_CAPACITY = 1_000_000_000
+DEFAULT_DIRECTORY_MODE = 0o700
+"""Mode of the directories a queue creates: queued work is often private."""
 DEFAULT_CACHE_BYTES = 8 * 1024 * 1024
 """Recently pushed items kept in memory so a pop soon after a push needs no read.
 Bounded in bytes, so memory never depends on the queue's capacity or length."""
@@ -284,8 +286,10 @@ class FifoCore(_CoreBase):
         sync: object = False,
         batch_bytes: object = DEFAULT_BATCH_BYTES,
         cache_bytes: object = DEFAULT_CACHE_BYTES,
+        directory_mode: object = DEFAULT_DIRECTORY_MODE,
     ) -> None:
         absolute = _validate.queue_path(path)
+        mode = _validate.directory_mode(directory_mode)
         self.capacity = _validate.positive_int(
             max_elements, "max_elements", maximum=_validate.MAX_CAPACITY
         )
@@ -293,7 +297,13 @@ class FifoCore(_CoreBase):
         batch_limit = _validate.positive_int(batch_bytes, "batch_bytes")
         durable = _validate.flag(sync, "sync")
         self._start_dispatch()
-        self._store = Store(absolute, FIFO_COLUMN_FAMILIES, sync=durable, batch_bytes=batch_limit)
+        self._store = Store(
+            absolute,
+            FIFO_COLUMN_FAMILIES,
+            sync=durable,
+            batch_bytes=batch_limit,
+            directory_mode=mode,
+        )
         try:
             raw = _check_kind(self._store, FIFO_KIND)
             if raw is None:
@@ -498,8 +508,10 @@ class MpmcCore(_CoreBase):
         sync: object = False,
         batch_bytes: object = DEFAULT_BATCH_BYTES,
         clock: Clock = time.time,
+        directory_mode: object = DEFAULT_DIRECTORY_MODE,
     ) -> None:
         absolute = _validate.queue_path(path)
+        mode = _validate.directory_mode(directory_mode)
         self.ttl = _validate.ttl_seconds(ttl)
         # Rounded up, so that a TTL under a millisecond still expires.
         self._ttl_ms = math.ceil(self.ttl * 1000)
@@ -512,7 +524,13 @@ class MpmcCore(_CoreBase):
         # Items of a committed next() that could not be rewound on disk
         # (the label moved on meanwhile): served first to that label.
         self._returned: dict[str, deque[bytes]] = {}
-        self._store = Store(absolute, MPMC_COLUMN_FAMILIES, sync=durable, batch_bytes=batch_limit)
+        self._store = Store(
+            absolute,
+            MPMC_COLUMN_FAMILIES,
+            sync=durable,
+            batch_bytes=batch_limit,
+            directory_mode=mode,
+        )
         try:
             self._state = self._load()
             self._head_timestamp_ms = self._timestamp_at(self._state.head, None)

@@ -141,6 +141,7 @@ class Store:
             os.makedirs(parent, mode=mode, exist_ok=True)
         if not os.path.exists(path):
             os.mkdir(path, mode)
+            os.chmod(path, mode)  # mkdir's mode is filtered by the umask
             return True
         if not os.path.exists(os.path.join(path, "CURRENT")):
             if os.listdir(path):

@@ -137,3 +137,11 @@ def flag(value: object, argument: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{argument} must be a bool, got {_type_name(value)}")
     return value
+
+
+def directory_mode(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"directory_mode must be an int such as 0o700, got {_type_name(value)}")
+    if not 0 <= value <= 0o7777:
+        raise ValueError(f"directory_mode must be between 0o0 and 0o7777, got {oct(value)}")
+    return value

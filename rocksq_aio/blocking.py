@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from . import _validate
-from ._core import DEFAULT_CACHE_BYTES, DEFAULT_CAPACITY, FifoCore, MpmcCore
+from ._core import DEFAULT_CACHE_BYTES, DEFAULT_CAPACITY, DEFAULT_DIRECTORY_MODE, FifoCore, MpmcCore
 from ._errors import (
     QueueClosedError,
     QueueCorruptedError,
@@ -46,9 +46,15 @@ class PersistentQueueWithCapacity(FifoCore):
         sync: bool = False,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        directory_mode: int = DEFAULT_DIRECTORY_MODE,
     ) -> None:
         super().__init__(
-            path, max_elements, sync=sync, batch_bytes=batch_bytes, cache_bytes=cache_bytes
+            path,
+            max_elements,
+            sync=sync,
+            batch_bytes=batch_bytes,
+            cache_bytes=cache_bytes,
+            directory_mode=directory_mode,
         )
 
     def __enter__(self) -> PersistentQueueWithCapacity:

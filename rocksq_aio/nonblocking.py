@@ -23,6 +23,7 @@ from . import _validate
 from ._core import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_CAPACITY,
+    DEFAULT_DIRECTORY_MODE,
     Clock,
     FifoCore,
     MpmcCore,
@@ -272,11 +273,17 @@ class PersistentQueueWithCapacity(_NonblockingQueue[FifoCore]):
         sync: bool = False,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        directory_mode: int = DEFAULT_DIRECTORY_MODE,
     ) -> None:
         inflight = _validate.positive_int(max_inflight_ops, "max_inflight_ops")
         super().__init__(
             FifoCore(
-                path, max_elements, sync=sync, batch_bytes=batch_bytes, cache_bytes=cache_bytes
+                path,
+                max_elements,
+                sync=sync,
+                batch_bytes=batch_bytes,
+                cache_bytes=cache_bytes,
+                directory_mode=directory_mode,
             ),
             inflight,
         )
@@ -333,9 +340,14 @@ class MpmcQueue(_NonblockingQueue[MpmcCore]):
         sync: bool = False,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         clock: Clock | None = None,
+        directory_mode: int = DEFAULT_DIRECTORY_MODE,
     ) -> None:
         inflight = _validate.positive_int(max_inflight_ops, "max_inflight_ops")
-        options: dict[str, Any] = {"sync": sync, "batch_bytes": batch_bytes}
+        options: dict[str, Any] = {
+            "sync": sync,
+            "batch_bytes": batch_bytes,
+            "directory_mode": directory_mode,
+        }
         if clock is not None:
             options["clock"] = clock
         super().__init__(MpmcCore(path, ttl, **options), inflight)

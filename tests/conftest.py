@@ -28,3 +28,13 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long variants (marked ``stress``) run only under ``make stress`` (RUN_STRESS=1)."""
+    if os.environ.get("RUN_STRESS") == "1":
+        return
+    skip = pytest.mark.skip(reason="long variant: run with `make stress` (RUN_STRESS=1)")
+    for item in items:
+        if "stress" in item.keywords:
+            item.add_marker(skip)
