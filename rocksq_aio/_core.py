@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from . import _plan, _validate
 from ._errors import QueueCorruptedError, QueueError
@@ -131,8 +131,12 @@ def _check_data_matches(store: Store, head: int, tail: int) -> None:
         store.discard_outside(head, tail)
 
 
-class _CoreBase:
+StateT = TypeVar("StateT", FifoState, MpmcState)
+
+
+class _CoreBase(Generic[StateT]):
     _store: Store
+    _state: StateT
     _lock: threading.Lock
     _pending: deque[Operation]
     _pending_lock: threading.Lock
@@ -147,6 +151,19 @@ class _CoreBase:
     @property
     def path(self) -> str:
         return self._store.path
+
+    # The properties read memory only: no I/O, safe from an event loop.
+    @property
+    def len(self) -> int:
+        """Elements stored (in MPMC queues, expired ones leave at the next add or next)."""
+        return self._state.length
+
+    def __len__(self) -> int:
+        return self._state.length
+
+    @property
+    def is_empty(self) -> bool:
+        return self._state.length == 0
 
     @property
     def closed(self) -> bool:
@@ -257,7 +274,7 @@ class _CoreBase:
         with self._lock:
             self._store.close()
 
-    def __enter__(self) -> _CoreBase:
+    def __enter__(self) -> _CoreBase[StateT]:
         return self
 
     def __exit__(
@@ -275,7 +292,7 @@ class _CoreBase:
                 store.close()
 
 
-class FifoCore(_CoreBase):
+class FifoCore(_CoreBase[FifoState]):
     """A persistent FIFO queue with a capacity."""
 
     def __init__(
@@ -318,18 +335,6 @@ class FifoCore(_CoreBase):
         # Items at indices [tail - len(cache), tail), newest last.
         self._cache: deque[bytes] = deque()
         self._cache_size = 0
-
-    # The properties read memory only: no I/O, safe from an event loop.
-    @property
-    def len(self) -> int:
-        return self._state.length
-
-    def __len__(self) -> int:
-        return self._state.length
-
-    @property
-    def is_empty(self) -> bool:
-        return self._state.length == 0
 
     @property
     def payload_size(self) -> int:
@@ -497,7 +502,7 @@ class FifoCore(_CoreBase):
             stale -= 1
 
 
-class MpmcCore(_CoreBase):
+class MpmcCore(_CoreBase[MpmcState]):
     """One persistent stream read by many labelled consumers, with element TTL."""
 
     def __init__(
@@ -562,18 +567,6 @@ class MpmcCore(_CoreBase):
         if value is None:
             raise QueueCorruptedError(f"element {index} is missing from the queue at {self.path!r}")
         return _plan.stamped_timestamp(value)
-
-    @property
-    def len(self) -> int:
-        """Elements stored (expired ones leave at the next add or next)."""
-        return self._state.length
-
-    def __len__(self) -> int:
-        return self._state.length
-
-    @property
-    def is_empty(self) -> bool:
-        return self._state.length == 0
 
     @property
     def labels(self) -> list[str]:

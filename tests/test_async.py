@@ -34,16 +34,6 @@ Never reached when the library works (the waiter is woken at once); it only
 turns a lost wake-up into a failed assertion instead of a hang."""
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", {}), id="asyncio"),
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-        pytest.param(("trio", {}), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    backend: tuple[str, dict[str, Any]] = request.param
-    return backend
 
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,6 @@ import gc
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import anyio
 import pytest
@@ -39,16 +38,6 @@ Newest = StartPosition.Newest
 GATE_TIMEOUT = 30.0
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", {}), id="asyncio"),
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-        pytest.param(("trio", {}), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    backend: tuple[str, dict[str, Any]] = request.param
-    return backend
 
 
 class GatedClock:

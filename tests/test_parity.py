@@ -309,16 +309,6 @@ async def async_transcript(directory: str) -> list[Entry]:
 # ---------------------------------------------------------------- the tests
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", {}), id="asyncio"),
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-        pytest.param(("trio", {}), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    backend: tuple[str, dict[str, Any]] = request.param
-    return backend
 
 
 def make_directory(root: Path, name: str) -> str:
