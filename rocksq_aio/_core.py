@@ -350,40 +350,61 @@ class FifoCore(_CoreBase[FifoState]):
     def pop_operation(max_elements: object = 1) -> Operation:
         return Operation(Kind.POP, (_validate.positive_int(max_elements, "max_elements"),))
 
-    def push(self, items: object) -> None:
-        """Append ``items`` atomically; raise QueueFullError (writing nothing) if they don't fit."""
-        values = _validate.item_list(items)
+    def push(self, items: object, no_gil: object = True) -> None:
+        """Append ``items`` atomically; raise QueueFullError (writing nothing) if they don't fit.
+
+        ``no_gil`` is RocksQ's argument, accepted and ignored.
+        """
+        if no_gil is not True and no_gil is not False:
+            _validate.flag(no_gil, "no_gil")
+        values = (
+            items  # one bytes item: the common case, checked without a copy
+            if type(items) is list and len(items) == 1 and type(items[0]) is bytes
+            else _validate.item_list(items)
+        )
         # The one-caller case skips the Operation and the pending queue: it
         # is the hot path of the blocking face.
         lock = self._lock
         if not lock.acquire(blocking=False):
-            self.run(Operation(Kind.PUSH, (values,), sum(map(len, values))))
+            self.run(Operation(Kind.PUSH, (list(values),), sum(map(len, values))))
             return
         try:
             store = self._store
             if store.failure is not None or store.closed:
                 store.check_usable()
-            if values:
-                plan = WritePlan()
-                state = _plan.plan_fifo_push(self._state, values, self.capacity, plan)
-                cache = self._cache
-                cache.extend(values)
-                try:
+            if not values:
+                return
+            size = len(values[0]) if len(values) == 1 else sum(map(len, values))
+            state = self._state
+            new_state = _plan.fifo_pushed(state, len(values), size, self.capacity)
+            cache = self._cache
+            cache.extend(values)
+            try:
+                if size <= store.batch_bytes:
+                    store.write_elements(state.tail, values, _plan.encode_fifo_state(new_state))
+                else:
+                    plan = WritePlan()
+                    _plan.plan_fifo_push(state, values, self.capacity, plan)
                     store.apply(plan)
-                except BaseException:
-                    for _ in values:
-                        cache.pop()
-                    raise
-                self._cache_size += plan.data_bytes
-                self._state = state
-                self.arrivals += 1
-                if self._cache_size > self._cache_limit:
-                    self._trim_cache()
+            except BaseException:
+                for _ in values:
+                    cache.pop()
+                raise
+            self._cache_size += size
+            self._state = new_state
+            self.arrivals += 1
+            if self._cache_size > self._cache_limit:
+                self._trim_cache()
         finally:
             lock.release()
 
-    def pop(self, max_elements: object = 1) -> list[bytes]:
-        """Remove and return up to ``max_elements`` items from the head ([] when empty)."""
+    def pop(self, max_elements: object = 1, no_gil: object = True) -> list[bytes]:
+        """Remove and return up to ``max_elements`` items from the head ([] when empty).
+
+        ``no_gil`` is RocksQ's argument, accepted and ignored.
+        """
+        if no_gil is not True and no_gil is not False:
+            _validate.flag(no_gil, "no_gil")
         limit = (
             max_elements
             if type(max_elements) is int and max_elements > 0
@@ -398,14 +419,19 @@ class FifoCore(_CoreBase[FifoState]):
             if store.failure is not None or store.closed:
                 store.check_usable()
             state = self._state
-            values = self._read_head(state, min(limit, state.tail - state.head))
+            cache = self._cache
+            if limit == 1 and state.tail - len(cache) == state.head and cache:
+                values = [cache[0]]  # the head is the oldest cached item
+            else:
+                values = self._read_head(state, min(limit, state.tail - state.head))
             if values:
-                plan = WritePlan()
-                state = _plan.plan_fifo_pop(state, values, plan)
-                store.apply(plan)
-                self._state = state
-                cache = self._cache
-                if len(values) == 1 and len(cache) == state.tail - state.head + 1:
+                size = len(values[0]) if len(values) == 1 else sum(map(len, values))
+                new_state = _plan.fifo_popped(state, len(values), size)
+                store.delete_elements(
+                    state.head, new_state.head, _plan.encode_fifo_state(new_state)
+                )
+                self._state = new_state
+                if len(values) == 1 and len(cache) == new_state.tail - new_state.head + 1:
                     self._cache_size -= len(cache.popleft())
                 else:
                     self._trim_cache()

@@ -116,7 +116,7 @@ class FifoState(NamedTuple):
 
 
 def encode_fifo_state(state: FifoState) -> bytes:
-    return _FIFO_STATE.pack(state.head, state.tail, state.payload_size)
+    return _FIFO_STATE.pack(*state)
 
 
 def decode_fifo_state(raw: bytes) -> FifoState:
@@ -136,42 +136,48 @@ def _with_fifo_counters(plan: WritePlan, state: FifoState) -> None:
     plan.meta_puts = [(STATE_KEY, encode_fifo_state(state))]
 
 
-def plan_fifo_push(
-    state: FifoState, items: list[bytes], capacity: int, plan: WritePlan
-) -> FifoState:
-    """Append items at the tail; the whole call is refused if it does not fit."""
+def fifo_pushed(state: FifoState, count: int, size: int, capacity: int) -> FifoState:
+    """The counters after pushing ``count`` items of ``size`` bytes in all.
+
+    Raises QueueFullError when they do not all fit: a push is all or nothing.
+    """
     head, tail, payload_size = state
-    count = len(items)
     if tail - head + count > capacity:
         raise QueueFullError(
             f"Queue is full: {tail - head} elements stored, pushing {count} would exceed "
             f"max_elements={capacity}; nothing was written"
         )
-    if count == 1:  # the common case, without the generic zip
-        size = len(items[0])
-        plan.data_puts.append((tail, items[0]))
-    else:
-        size = sum(map(len, items))
-        plan.data_puts.extend(zip(range(tail, tail + count), items, strict=True))
+    return FifoState(head, tail + count, payload_size + size)
+
+
+def fifo_popped(state: FifoState, count: int, size: int) -> FifoState:
+    """The counters after popping ``count`` items of ``size`` bytes in all from the head."""
+    head, tail, payload_size = state
+    if count > tail - head:
+        raise AssertionError("cannot pop more elements than the queue holds")
+    if size > payload_size:
+        raise QueueCorruptedError("payload size counter went negative")
+    return FifoState(head + count, tail, payload_size - size)
+
+
+def plan_fifo_push(
+    state: FifoState, items: list[bytes], capacity: int, plan: WritePlan
+) -> FifoState:
+    """Append items at the tail; the whole call is refused if it does not fit."""
+    size = sum(map(len, items))
+    new_state = fifo_pushed(state, len(items), size, capacity)
+    plan.data_puts.extend(zip(range(state.tail, new_state.tail), items, strict=True))
     plan.data_bytes += size
-    new_state = FifoState(head, tail + count, payload_size + size)
-    plan.meta_puts = [(STATE_KEY, _FIFO_STATE.pack(head, tail + count, payload_size + size))]
+    plan.meta_puts = [(STATE_KEY, encode_fifo_state(new_state))]
     return new_state
 
 
 def plan_fifo_pop(state: FifoState, popped: list[bytes], plan: WritePlan) -> FifoState:
     """Remove ``popped`` (the values read at the head, in order) from the queue."""
-    old_head, tail, payload_size = state
-    count = len(popped)
-    if count > tail - old_head:
-        raise AssertionError("cannot pop more elements than the queue holds")
-    head = old_head + count
-    payload_size -= len(popped[0]) if count == 1 else sum(map(len, popped))
-    if payload_size < 0:
-        raise QueueCorruptedError("payload size counter went negative")
-    plan.delete_data(old_head, head)
-    plan.meta_puts = [(STATE_KEY, _FIFO_STATE.pack(head, tail, payload_size))]
-    return FifoState(head, tail, payload_size)
+    new_state = fifo_popped(state, len(popped), sum(map(len, popped)))
+    plan.delete_data(state.head, new_state.head)
+    plan.meta_puts = [(STATE_KEY, encode_fifo_state(new_state))]
+    return new_state
 
 
 def plan_fifo_unpop(state: FifoState, items: list[bytes], plan: WritePlan) -> FifoState:

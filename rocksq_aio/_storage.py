@@ -14,7 +14,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from rocksdict import (
     ColumnFamily,
@@ -33,7 +33,7 @@ from ._errors import (
     QueueIOError,
     QueueLockedError,
 )
-from ._plan import DATA_CF, META_CF, WritePlan, decode_index, encode_index
+from ._plan import DATA_CF, META_CF, STATE_KEY, WritePlan, decode_index, encode_index
 
 DEFAULT_BATCH_BYTES = 1024 * 1024
 """Largest WriteBatch we hand to RocksDB at once.
@@ -119,6 +119,7 @@ class Store:
                 name: self._db.get_column_family_handle(name) for name in column_families
             }
             self._data_handle = self._handles[DATA_CF]
+            self._meta_handle = self._handles[META_CF]
             self._families: dict[str, Rdict] = {
                 name: self._db.get_column_family(name) for name in column_families
             }
@@ -181,7 +182,7 @@ class Store:
             # The DB lock is released only once no column-family handle is alive.
             self._families.clear()
             self._handles.clear()
-            del self._data_handle
+            del self._data_handle, self._meta_handle
             self._db.close()
         except Exception as error:
             raise translate(error, self.path, "closing") from error
@@ -319,20 +320,58 @@ class Store:
                             batch.delete(key, handle)
                         else:
                             batch.put(key, record, handle)
-            durable = self.sync if sync is None else sync
+            self._db.write(batch, self._write_options)
             # One fsync through flush_wal, which releases the GIL (a synced
             # write() holds it), and which serves every caller of a group.
-            self._db.write(batch, self._write_options)
-            if durable:
+            if self.sync if sync is None else sync:
                 self._db.flush_wal(True)
         except Exception as error:
-            failure = translate(error, self.path, "writing")
-            # The write may or may not be on disk: only a reopen tells.
-            self.failure = failure
             # The traceback keeps this frame alive; a column-family handle
             # left in it would keep the DB lock after close().
             del handles, data, batch
-            raise failure from error
+            self._fail(error)
+
+    # The two one-batch FIFO writes, for the blocking face's hot path: the same
+    # batch as apply() with a plan, without building the plan.
+    def write_elements(self, first_index: int, values: list[bytes], counters: bytes) -> None:
+        """Put ``values`` at ``first_index`` on, with the new counters, in one batch."""
+        if self.failure is not None or self.closed:
+            self.check_usable()
+        data = self._data_handle
+        batch = WriteBatch(raw_mode=True)
+        try:
+            for index, value in enumerate(values, first_index):
+                batch.put(encode_index(index), value, data)
+            batch.put(STATE_KEY, counters, self._meta_handle)
+            self._db.write(batch, self._write_options)
+            if self.sync:
+                self._db.flush_wal(True)
+        except Exception as error:
+            del data, batch
+            self._fail(error)
+
+    def delete_elements(self, start: int, stop: int, counters: bytes) -> None:
+        """Delete indices [start, stop), with the new counters, in one batch."""
+        if self.failure is not None or self.closed:
+            self.check_usable()
+        data = self._data_handle
+        batch = WriteBatch(raw_mode=True)
+        try:
+            for index in range(start, stop):
+                batch.delete(encode_index(index), data)
+            batch.put(STATE_KEY, counters, self._meta_handle)
+            self._db.write(batch, self._write_options)
+            if self.sync:
+                self._db.flush_wal(True)
+        except Exception as error:
+            del data, batch
+            self._fail(error)
+
+    def _fail(self, error: Exception) -> NoReturn:
+        failure = translate(error, self.path, "writing")
+        # The write may or may not be on disk: only a reopen tells.
+        self.failure = failure
+        raise failure from error
 
     def discard_outside(self, head: int, tail: int) -> None:
         """Delete orphans staged outside [head, tail) by a write that never committed."""

@@ -60,16 +60,8 @@ class PersistentQueueWithCapacity(FifoCore):
     def __enter__(self) -> PersistentQueueWithCapacity:
         return self
 
-    # Explicit base calls rather than super(): this is the hot path.
-    def push(self, items: Sequence[BytesLike], no_gil: bool = True) -> None:  # type: ignore[override]
-        if no_gil is not True and no_gil is not False:
-            _validate.flag(no_gil, "no_gil")
-        FifoCore.push(self, items)
-
-    def pop(self, max_elements: int = 1, no_gil: bool = True) -> list[bytes]:  # type: ignore[override]
-        if no_gil is not True and no_gil is not False:
-            _validate.flag(no_gil, "no_gil")
-        return FifoCore.pop(self, max_elements)
+    # push(items, no_gil=True) and pop(max_elements=1, no_gil=True) are the
+    # core's own methods: no wrapper on the hot path.
 
 
 class MpmcQueue(MpmcCore):
