@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -24,6 +25,8 @@ from ._core import (
     DEFAULT_DIRECTORY_MODE,
     Clock,
     FifoCore,
+    Kind,
+    Lease,
     MpmcCore,
     Operation,
     Stage,
@@ -183,10 +186,15 @@ class _AsyncQueue(Generic[CoreT]):
     async def _lead_drain(self) -> None:
         finished = self._draining = anyio.Event()
         try:
-            # One trip around the loop first lets every task that is ready
-            # submit too, so the worker commits them as one group.
-            await anyio.lowlevel.checkpoint()
-            await anyio.to_thread.run_sync(self._core.drain, limiter=self._worker_limiter())
+            # Shielded: a leader cancelled before the worker started (at the
+            # limiter, say) would hand the lead to the next caller, which may
+            # be cancelled there too, and nothing would ever drain. The
+            # leader's own cancellation comes after, and its items go back.
+            with anyio.CancelScope(shield=True):
+                # One trip around the loop first lets every task that is
+                # ready submit too, so the worker commits them as one group.
+                await anyio.lowlevel.checkpoint()
+                await anyio.to_thread.run_sync(self._core.drain, limiter=self._worker_limiter())
         finally:
             self._draining = None
             finished.set()
@@ -251,6 +259,30 @@ class _AsyncQueue(Generic[CoreT]):
         await self.aclose()
 
 
+class ReservedBatch:
+    """Items reserved from a PersistentQueue; settle them with ack() or nack() (once)."""
+
+    def __init__(self, queue: PersistentQueue, lease: Lease) -> None:
+        self._queue = queue
+        self._lease = lease
+
+    @property
+    def items(self) -> list[bytes]:
+        return self._lease.items
+
+    @property
+    def settled(self) -> bool:
+        return self._lease.settled
+
+    async def ack(self) -> None:
+        """The items were processed: delete them for good."""
+        await self._queue._settle(self._lease, Kind.ACKNOWLEDGE)
+
+    async def nack(self) -> None:
+        """The items were not processed: put them back at the head of the queue."""
+        await self._queue._settle(self._lease, Kind.RELEASE)
+
+
 class PersistentQueue(_AsyncQueue[FifoCore]):
     """A persistent FIFO queue of bytes for async code (asyncio, uvloop, trio)."""
 
@@ -310,6 +342,51 @@ class PersistentQueue(_AsyncQueue[FifoCore]):
             items = await self.pop(max_elements)
             if items or not await _wait_until(arrival, deadline):
                 return items
+
+    @property
+    def pending(self) -> int:
+        """Items reserved and not yet acknowledged or released."""
+        return self._core.pending
+
+    async def reserve_batch(
+        self, max_elements: int = 1, timeout: float | None = None
+    ) -> ReservedBatch:
+        """Hand out up to ``max_elements`` items, waiting for one like pop_wait().
+
+        The items stay the queue's until ``await batch.ack()``; ``await
+        batch.nack()``, a cancellation of this call, or the death of the
+        process puts them back at the head. Empty after ``timeout`` seconds.
+        """
+        FifoCore.reserve_operation(max_elements)  # validates before waiting
+        deadline = _deadline(timeout)
+        while True:
+            arrival = self._arrival_event()
+            lease: Lease = await self._perform(FifoCore.reserve_operation(max_elements))
+            if lease.items or not await _wait_until(arrival, deadline):
+                return ReservedBatch(self, lease)
+
+    @asynccontextmanager
+    async def reserve(
+        self, max_elements: int = 1, timeout: float | None = None
+    ) -> AsyncGenerator[list[bytes], None]:
+        """``async with q.reserve(n) as items:``: removed only if the block succeeds.
+
+        On an exception or a cancellation inside the block the items go back to
+        the head of the queue; if the process dies they are there at the next
+        open. Processing is therefore at least once.
+        """
+        batch = await self.reserve_batch(max_elements, timeout)
+        try:
+            yield batch.items
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await batch.nack()
+            raise
+        with anyio.CancelScope(shield=True):
+            await batch.ack()
+
+    async def _settle(self, lease: Lease, kind: Kind) -> None:
+        await self._perform(Operation(kind, (lease,)))
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self.items()

@@ -59,6 +59,24 @@ class Kind(enum.Enum):
     ADD = "add"
     NEXT = "next"
     REMOVE_LABEL = "remove_label"
+    RESERVE = "reserve"
+    ACKNOWLEDGE = "acknowledge"
+    RELEASE = "release"
+
+
+# Settling a lease must happen even when its caller stops waiting.
+_NEVER_WITHDRAWN = (Kind.ACKNOWLEDGE, Kind.RELEASE)
+
+
+class Lease:
+    """Items handed out by reserve(): removed on acknowledge, back at the head on release."""
+
+    __slots__ = ("indices", "items", "settled")
+
+    def __init__(self, indices: range, items: list[bytes]) -> None:
+        self.indices = indices
+        self.items = items
+        self.settled = False
 
 
 class Stage(enum.IntEnum):
@@ -244,6 +262,8 @@ class _CoreBase(Generic[StateT]):
     def abandon(self, operation: Operation) -> None:
         """The caller stopped waiting: withdraw the operation or give its items back."""
         with self._pending_lock:
+            if operation.kind in _NEVER_WITHDRAWN:
+                return
             if operation.stage is Stage.PENDING:
                 self._pending.remove(operation)
                 operation.stage = Stage.WITHDRAWN
@@ -329,12 +349,14 @@ class FifoCore(_CoreBase[FifoState]):
             else:
                 self._state = _plan.decode_fifo_state(raw)
                 _check_data_matches(self._store, self._state.head, self._state.tail)
+                self._release_dead_leases()
         except BaseException:
             self._store.close()
             raise
         # Items at indices [tail - len(cache), tail), newest last.
         self._cache: deque[bytes] = deque()
         self._cache_size = 0
+        self._leased_count = 0
 
     @property
     def payload_size(self) -> int:
@@ -448,6 +470,7 @@ class FifoCore(_CoreBase[FifoState]):
         if not items:
             return
         self._store.check_usable()
+        self._trim_cache()  # see _settle_locked
         plan = WritePlan()
         state = _plan.plan_fifo_unpop(self._state, items, plan)
         self._store.apply(plan)
@@ -455,14 +478,84 @@ class FifoCore(_CoreBase[FifoState]):
         self.arrivals += 1
 
     def _give_back_locked(self, operation: Operation) -> None:
-        if operation.kind is Kind.POP and operation.error is None and operation.result:
+        if operation.error is not None:
+            return
+        if operation.kind is Kind.POP and operation.result:
             self._unpop_locked(operation.result)
             operation.result = []
+        elif operation.kind is Kind.RESERVE and operation.result is not None:
+            self._settle_locked(operation.result, Kind.RELEASE)
+
+    def _release_dead_leases(self) -> None:
+        """Leases found at open belong to a process that died before settling them."""
+        leased = self._store.family_items(_plan.LEASED_CF)
+        if not leased:
+            return
+        indices = [_plan.decode_index(key) for key, _value in leased]
+        if indices[-1] >= self._state.head:
+            raise QueueCorruptedError(
+                f"queue at {self.path!r} has a lease on element {indices[-1]}, "
+                f"at or past its head {self._state.head}"
+            )
+        plan = WritePlan()
+        items = [value for _key, value in leased]
+        self._state = _plan.plan_fifo_release(self._state, indices, items, plan)
+        self._store.apply(plan, sync=True)
+
+    # ------------------------------------------------------------ leases
+
+    @property
+    def pending(self) -> int:
+        """Items reserved and not yet acknowledged or released."""
+        return self._leased_count
+
+    @staticmethod
+    def reserve_operation(max_elements: object = 1) -> Operation:
+        return Operation(Kind.RESERVE, (_validate.positive_int(max_elements, "max_elements"),))
+
+    def lease(self, max_elements: object = 1) -> Lease:
+        """Hand out up to ``max_elements`` items from the head without losing them.
+
+        They leave the queue now and are deleted by ``acknowledge``; ``release``,
+        or the death of the process before either, puts them back at the head.
+        """
+        lease: Lease = self.run(self.reserve_operation(max_elements))
+        return lease
+
+    def acknowledge(self, lease: Lease) -> None:
+        """The leased items were processed: delete them for good."""
+        self.run(Operation(Kind.ACKNOWLEDGE, (lease,)))
+
+    def release(self, lease: Lease) -> None:
+        """The leased items were not processed: put them back at the head."""
+        self.run(Operation(Kind.RELEASE, (lease,)))
+
+    def _settle_locked(self, lease: Lease, kind: Kind) -> None:
+        if lease.settled or not lease.items:
+            lease.settled = True
+            return
+        self._store.check_usable()
+        # Released items go back below the head: no cached entry may still
+        # claim those indices for items popped before.
+        self._trim_cache()
+        plan = WritePlan()
+        state = self._state
+        if kind is Kind.RELEASE:
+            state = _plan.plan_fifo_release(state, lease.indices, lease.items, plan)
+        else:
+            _plan.plan_fifo_acknowledge(lease.indices, plan)
+        self._store.apply(plan)
+        self._state = state
+        lease.settled = True
+        self._leased_count -= len(lease.items)
+        if kind is Kind.RELEASE:
+            self.arrivals += 1
 
     def _execute(self, group: list[Operation]) -> None:
         state = self._state
         plan = WritePlan()
         cached = 0
+        leased: list[Lease] = []
         try:
             for operation in group:
                 if operation.kind is Kind.PUSH:
@@ -477,10 +570,27 @@ class FifoCore(_CoreBase[FifoState]):
                     # Later pops of this group read these from the cache.
                     self._cache_tentatively(values, operation.size)
                     cached += len(values)
-                else:
+                elif operation.kind is Kind.POP:
                     values = self._read_head(state, min(operation.arguments[0], state.length))
                     state = _plan.plan_fifo_pop(state, values, plan)
                     operation.result = values
+                elif operation.kind is Kind.RESERVE:
+                    values = self._read_head(state, min(operation.arguments[0], state.length))
+                    lease = Lease(range(state.head, state.head + len(values)), values)
+                    if values:
+                        state = _plan.plan_fifo_reserve(state, values, plan)
+                    operation.result = lease
+                    leased.append(lease)
+                else:
+                    # Settled on their own, after what came before: a release
+                    # writes below the head, which reads of this group must see.
+                    if not plan.is_empty:
+                        self._store.apply(plan)
+                        plan = WritePlan()
+                        cached = 0  # committed: no longer to be taken back
+                    self._state = state
+                    self._settle_locked(operation.arguments[0], operation.kind)
+                    state = self._state
             if not plan.is_empty:
                 self._store.apply(plan)
         except BaseException:
@@ -488,6 +598,7 @@ class FifoCore(_CoreBase[FifoState]):
             raise
         if cached:
             self.arrivals += 1
+        self._leased_count += sum(len(lease.items) for lease in leased)
         self._state = state
         self._trim_cache()
 

@@ -19,6 +19,7 @@ Layout on disk (column families):
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -29,13 +30,14 @@ DATA_CF = "data"
 META_CF = "meta"
 POSITIONS_CF = "positions"
 RETURNED_CF = "returned"
+LEASED_CF = "leased"
 
 KIND_KEY = b"kind"
 STATE_KEY = b"state"
 FIFO_KIND = b"rocksq_aio.fifo.v1"
 MPMC_KIND = b"rocksq_aio.mpmc.v1"
 
-FIFO_COLUMN_FAMILIES = (DATA_CF, META_CF)
+FIFO_COLUMN_FAMILIES = (DATA_CF, META_CF, LEASED_CF)
 MPMC_COLUMN_FAMILIES = (DATA_CF, META_CF, POSITIONS_CF, RETURNED_CF)
 
 MAX_INDEX = 2**64 - 1
@@ -77,6 +79,8 @@ class WritePlan:
     """Applied in order; a None value deletes the label."""
     returned_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     """Items handed back to a label that had read further (see plan_mpmc_hand_back)."""
+    leased_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    """FIFO items reserved and not yet acknowledged (see plan_fifo_reserve)."""
 
     def delete_data(self, start: int, stop: int) -> None:
         """Delete indices [start, stop); ranges planned in one batch are contiguous."""
@@ -97,6 +101,7 @@ class WritePlan:
             or self.meta_puts
             or self.position_writes
             or self.returned_writes
+            or self.leased_writes
         )
 
 
@@ -195,6 +200,32 @@ def plan_fifo_unpop(state: FifoState, items: list[bytes], plan: WritePlan) -> Fi
     plan.data_bytes += size
     _with_fifo_counters(plan, new_state)
     return new_state
+
+
+def plan_fifo_reserve(state: FifoState, items: list[bytes], plan: WritePlan) -> FifoState:
+    """Move ``items`` (the values read at the head) out of the queue into the lease area.
+
+    They stay on disk, under their index, until acknowledged; a lease still
+    there at the next open was never acknowledged and goes back to the head.
+    """
+    new_state = plan_fifo_pop(state, items, plan)
+    plan.leased_writes.extend(
+        (encode_index(index), item) for index, item in enumerate(items, state.head)
+    )
+    return new_state
+
+
+def plan_fifo_acknowledge(indices: Iterable[int], plan: WritePlan) -> None:
+    """Forget leased items for good: they were processed."""
+    plan.leased_writes.extend((encode_index(index), None) for index in indices)
+
+
+def plan_fifo_release(
+    state: FifoState, indices: Iterable[int], items: list[bytes], plan: WritePlan
+) -> FifoState:
+    """Return leased items to the head of the queue, in their order, for the next reader."""
+    plan_fifo_acknowledge(indices, plan)
+    return plan_fifo_unpop(state, items, plan)
 
 
 def plan_fifo_create() -> tuple[FifoState, WritePlan]:

@@ -312,6 +312,7 @@ class Store:
             for family, writes in (
                 ("positions", plan.position_writes),
                 ("returned", plan.returned_writes),
+                ("leased", plan.leased_writes),
             ):
                 if writes:
                     handle = handles[family]

@@ -7,10 +7,18 @@ and has no effect: the GIL handling is decided by the core (see the README).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from . import _validate
-from ._core import DEFAULT_CACHE_BYTES, DEFAULT_CAPACITY, DEFAULT_DIRECTORY_MODE, FifoCore, MpmcCore
+from ._core import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CAPACITY,
+    DEFAULT_DIRECTORY_MODE,
+    FifoCore,
+    Lease,
+    MpmcCore,
+)
 from ._errors import (
     QueueClosedError,
     QueueCorruptedError,
@@ -31,8 +39,33 @@ __all__ = [
     "QueueFullError",
     "QueueIOError",
     "QueueLockedError",
+    "ReservedBatch",
     "StartPosition",
 ]
+
+
+class ReservedBatch:
+    """Items reserved from a FIFO queue; settle them with ack() or nack() (once)."""
+
+    def __init__(self, queue: FifoCore, lease: Lease) -> None:
+        self._queue = queue
+        self._lease = lease
+
+    @property
+    def items(self) -> list[bytes]:
+        return self._lease.items
+
+    @property
+    def settled(self) -> bool:
+        return self._lease.settled
+
+    def ack(self) -> None:
+        """The items were processed: delete them for good."""
+        self._queue.acknowledge(self._lease)
+
+    def nack(self) -> None:
+        """The items were not processed: put them back at the head of the queue."""
+        self._queue.release(self._lease)
 
 
 class PersistentQueueWithCapacity(FifoCore):
@@ -62,6 +95,25 @@ class PersistentQueueWithCapacity(FifoCore):
 
     # push(items, no_gil=True) and pop(max_elements=1, no_gil=True) are the
     # core's own methods: no wrapper on the hot path.
+
+    def reserve_batch(self, max_elements: int = 1) -> ReservedBatch:
+        """Hand out up to ``max_elements`` items ([] when empty) until ack() or nack().
+
+        Until acknowledged they are redelivered: after nack(), to the next
+        reader; after the death of the process, at the next open.
+        """
+        return ReservedBatch(self, self.lease(max_elements))
+
+    @contextmanager
+    def reserve(self, max_elements: int = 1) -> Iterator[list[bytes]]:
+        """``with q.reserve(n) as items:`` removes the items only if the block succeeds."""
+        batch = self.reserve_batch(max_elements)
+        try:
+            yield batch.items
+        except BaseException:
+            batch.nack()
+            raise
+        batch.ack()
 
 
 class MpmcQueue(MpmcCore):

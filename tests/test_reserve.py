@@ -1,0 +1,227 @@
+"""At-least-once consumption of FIFO queues: reserve, then acknowledge or release."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import anyio
+import pytest
+
+from rocksq_aio import PersistentQueue
+from rocksq_aio.blocking import PersistentQueueWithCapacity
+
+ALL = 1_000_000
+
+
+def test_a_successful_block_removes_the_items(queue_path: str) -> None:
+    with PersistentQueueWithCapacity(queue_path) as queue:
+        queue.push([b"a", b"bb", b"ccc"])
+        with queue.reserve(2) as items:
+            assert items == [b"a", b"bb"]
+            assert (queue.len, queue.pending, queue.payload_size) == (1, 2, 3)
+        assert (queue.len, queue.pending, queue.payload_size) == (1, 0, 3)
+        assert queue.pop(ALL) == [b"ccc"]
+
+
+def test_an_exception_puts_the_items_back_at_the_head_in_order(queue_path: str) -> None:
+    with PersistentQueueWithCapacity(queue_path) as queue:
+        queue.push([b"a", b"b", b"c"])
+        with pytest.raises(RuntimeError, match="boom"), queue.reserve(2) as items:
+            assert items == [b"a", b"b"]
+            raise RuntimeError("boom")
+        assert (queue.len, queue.pending, queue.payload_size) == (3, 0, 3)
+        assert queue.pop(ALL) == [b"a", b"b", b"c"]
+
+
+def test_reserving_from_an_empty_queue_gives_nothing(queue_path: str) -> None:
+    with PersistentQueueWithCapacity(queue_path) as queue:
+        with queue.reserve(5) as items:
+            assert items == []
+        batch = queue.reserve_batch(3)
+        assert batch.items == []
+        batch.ack()
+        batch.nack()
+        assert queue.len == 0
+
+
+def test_settling_twice_changes_nothing(queue_path: str) -> None:
+    with PersistentQueueWithCapacity(queue_path) as queue:
+        queue.push([b"a", b"b"])
+        batch = queue.reserve_batch(1)
+        batch.ack()
+        batch.nack()  # already settled: must not bring b"a" back
+        batch.ack()
+        assert batch.settled
+        assert queue.pop(ALL) == [b"b"]
+
+
+def test_out_of_order_settlement(queue_path: str) -> None:
+    with PersistentQueueWithCapacity(queue_path) as queue:
+        queue.push([b"1", b"2", b"3", b"4"])
+        first = queue.reserve_batch(2)
+        second = queue.reserve_batch(1)
+        assert (first.items, second.items, queue.pending) == ([b"1", b"2"], [b"3"], 3)
+        second.ack()
+        first.nack()
+        assert queue.pending == 0
+        assert queue.pop(ALL) == [b"1", b"2", b"4"]
+
+
+def test_unsettled_items_come_back_after_reopening(queue_path: str) -> None:
+    queue = PersistentQueueWithCapacity(queue_path)
+    queue.push([b"a", b"b", b"c", b"d"])
+    done = queue.reserve_batch(1)
+    done.ack()
+    queue.reserve_batch(2)  # never settled
+    queue.close()
+    with PersistentQueueWithCapacity(queue_path) as reopened:
+        assert (reopened.len, reopened.pending, reopened.payload_size) == (3, 0, 3)
+        assert reopened.pop(ALL) == [b"b", b"c", b"d"]
+
+
+def test_items_reserved_by_a_killed_process_are_delivered_again(queue_path: str) -> None:
+    with PersistentQueueWithCapacity(queue_path) as queue:
+        queue.push([b"%d" % number for number in range(10)])
+    child = textwrap.dedent(
+        f"""
+        import sys, time
+        from rocksq_aio.blocking import PersistentQueueWithCapacity
+        queue = PersistentQueueWithCapacity({queue_path!r})
+        with queue.reserve(3):
+            pass                              # acknowledged: gone for good
+        batch = queue.reserve_batch(4)        # processing when the process dies
+        print("ready", flush=True)
+        time.sleep(60)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    with PersistentQueueWithCapacity(queue_path) as reopened:
+        assert reopened.pop(ALL) == [b"%d" % number for number in range(3, 10)]
+
+
+@pytest.mark.anyio
+async def test_async_reserve_acknowledges_on_success_and_releases_on_error(
+    queue_path: str,
+) -> None:
+    async with PersistentQueue(queue_path) as queue:
+        await queue.push([b"a", b"b", b"c"])
+        async with queue.reserve(1) as items:
+            assert items == [b"a"]
+            assert queue.pending == 1
+        with pytest.raises(KeyError):
+            async with queue.reserve(2) as items:
+                assert items == [b"b", b"c"]
+                raise KeyError("not processed")
+        assert (queue.len, queue.pending) == (2, 0)
+        assert await queue.pop(ALL) == [b"b", b"c"]
+
+
+@pytest.mark.anyio
+async def test_async_reserve_waits_for_items_and_times_out(queue_path: str) -> None:
+    async with PersistentQueue(queue_path) as queue:
+        batch = await queue.reserve_batch(2, timeout=0.01)
+        assert batch.items == []
+        received: list[bytes] = []
+
+        async def consumer() -> None:
+            async with queue.reserve(2) as items:
+                received.extend(items)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(consumer)
+            await anyio.sleep(0.01)
+            await queue.push([b"late"])
+        assert received == [b"late"]
+        assert queue.len == 0
+
+
+@pytest.mark.anyio
+async def test_cancellation_inside_the_block_releases_the_items(queue_path: str) -> None:
+    async with PersistentQueue(queue_path) as queue:
+        await queue.push([b"a", b"b"])
+        with anyio.move_on_after(0.01):
+            async with queue.reserve(2) as items:
+                assert items == [b"a", b"b"]
+                await anyio.sleep(10)
+        assert (queue.len, queue.pending) == (2, 0)
+        assert await queue.pop(ALL) == [b"a", b"b"]
+
+
+@pytest.mark.anyio
+async def test_cancelled_reservations_never_lose_an_item(queue_path: str) -> None:
+    """Thousands of reservations cancelled at random points: every item is processed."""
+    pushed = [b"%05d" % number for number in range(300)]
+    processed: list[bytes] = []
+    async with PersistentQueue(queue_path) as queue:
+        await queue.push(pushed)
+
+        async def worker(seed: int) -> None:
+            while queue.len or queue.pending:
+                with anyio.move_on_after(0.0005 * (seed % 4)):
+                    async with queue.reserve(1 + seed % 3) as items:
+                        await anyio.sleep(0)
+                        processed.extend(items)  # only reached when not cancelled
+
+        async with anyio.create_task_group() as group:
+            for seed in range(8):
+                group.start_soon(worker, seed)
+        assert sorted(processed) == pushed  # at least once, and here exactly once
+        assert (queue.len, queue.pending, queue.payload_size) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 10, 8 << 20])
+def test_random_reservations_match_a_model(queue_path: str, cache_bytes: int) -> None:
+    """Reserve, acknowledge and release in random order, also inside one group commit."""
+    import random
+
+    from rocksq_aio._core import Kind, Operation
+    from rocksq_aio.blocking import ReservedBatch
+
+    rng = random.Random(cache_bytes)
+    model: list[bytes] = []
+    batches: list[ReservedBatch] = []
+    pushed = 0
+    with PersistentQueueWithCapacity(queue_path, cache_bytes=cache_bytes) as queue:
+        for _step in range(400):
+            roll = rng.random()
+            if roll < 0.3:
+                items = [b"%d" % (pushed + offset) for offset in range(rng.randint(1, 3))]
+                pushed += len(items)
+                queue.push(items)
+                model.extend(items)
+            elif roll < 0.5:
+                batch = queue.reserve_batch(rng.randint(1, 3))
+                assert batch.items == model[: len(batch.items)]
+                del model[: len(batch.items)]
+                batches.append(batch)
+            elif roll < 0.65 and batches:
+                batches.pop(rng.randrange(len(batches))).ack()
+            elif roll < 0.8 and batches:
+                batch = batches.pop(rng.randrange(len(batches)))
+                batch.nack()
+                model[:0] = batch.items
+            elif batches:
+                # One group: a reservation, then the release of an older lease.
+                older = batches.pop(rng.randrange(len(batches)))
+                reserve = Operation(Kind.RESERVE, (rng.randint(1, 2),))
+                queue.submit(reserve)
+                queue.submit(Operation(Kind.RELEASE, (older._lease,)))
+                queue.drain()
+                lease = reserve.outcome()
+                assert lease.items == model[: len(lease.items)]
+                del model[: len(lease.items)]
+                model[:0] = older.items
+                batches.append(ReservedBatch(queue, lease))
+            assert queue.len == len(model)
+            assert queue.pending == sum(len(batch.items) for batch in batches)
+        assert queue.pop(ALL) == model
