@@ -28,6 +28,7 @@ from ._core import (
     Kind,
     Lease,
     MpmcCore,
+    MpmcLease,
     Operation,
     Stage,
 )
@@ -259,10 +260,23 @@ class _AsyncQueue(Generic[CoreT]):
         await self.aclose()
 
 
-class ReservedBatch:
-    """Items reserved from a PersistentQueue; settle them with ack() or nack() (once)."""
+@asynccontextmanager
+async def _settled(batch: ReservedBatch) -> AsyncGenerator[list[bytes], None]:
+    """Acknowledge ``batch`` if the block succeeds, release it otherwise."""
+    try:
+        yield batch.items
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await batch.nack()
+        raise
+    with anyio.CancelScope(shield=True):
+        await batch.ack()
 
-    def __init__(self, queue: PersistentQueue, lease: Lease) -> None:
+
+class ReservedBatch:
+    """Reserved items; settle them with ``await ack()`` or ``await nack()`` (once)."""
+
+    def __init__(self, queue: _AsyncQueue[Any], lease: Lease | MpmcLease) -> None:
         self._queue = queue
         self._lease = lease
 
@@ -275,12 +289,12 @@ class ReservedBatch:
         return self._lease.settled
 
     async def ack(self) -> None:
-        """The items were processed: delete them for good."""
-        await self._queue._settle(self._lease, Kind.ACKNOWLEDGE)
+        """The items were processed: they are never delivered again."""
+        await self._queue._perform(Operation(Kind.ACKNOWLEDGE, (self._lease,)))
 
     async def nack(self) -> None:
-        """The items were not processed: put them back at the head of the queue."""
-        await self._queue._settle(self._lease, Kind.RELEASE)
+        """The items were not processed: they are delivered again, first."""
+        await self._queue._perform(Operation(Kind.RELEASE, (self._lease,)))
 
 
 class PersistentQueue(_AsyncQueue[FifoCore]):
@@ -375,18 +389,8 @@ class PersistentQueue(_AsyncQueue[FifoCore]):
         the head of the queue; if the process dies they are there at the next
         open. Processing is therefore at least once.
         """
-        batch = await self.reserve_batch(max_elements, timeout)
-        try:
-            yield batch.items
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await batch.nack()
-            raise
-        with anyio.CancelScope(shield=True):
-            await batch.ack()
-
-    async def _settle(self, lease: Lease, kind: Kind) -> None:
-        await self._perform(Operation(kind, (lease,)))
+        async with _settled(await self.reserve_batch(max_elements, timeout)) as items:
+            yield items
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self.items()
@@ -488,6 +492,47 @@ class MpmcQueue(_AsyncQueue[MpmcCore]):
             items, expired = await self.next(label, start_position, max_elements)
             if items or expired or not await _wait_until(arrival, deadline):
                 return items, expired
+
+    def pending(self, label: str) -> int:
+        """Items ``label`` reserved and has not acknowledged or released yet."""
+        return self._core.pending(label)
+
+    async def reserve_batch(
+        self,
+        label: str,
+        start_position: StartPosition = StartPosition.Oldest,
+        max_elements: int = 1,
+        timeout: float | None = None,
+    ) -> ReservedBatch:
+        """Hand ``label`` its next items, waiting for one like next_wait().
+
+        Until ``await batch.ack()`` they are the label's to receive again:
+        ``await batch.nack()``, a cancellation of this call, or the death of
+        the process delivers them to the label again, first. Empty after
+        ``timeout`` seconds.
+        """
+        MpmcCore.reserve_operation(label, start_position, max_elements)  # validates first
+        deadline = _deadline(timeout)
+        while True:
+            arrival = self._arrival_event()
+            lease: MpmcLease = await self._perform(
+                MpmcCore.reserve_operation(label, start_position, max_elements)
+            )
+            if lease.items or not await _wait_until(arrival, deadline):
+                return ReservedBatch(self, lease)
+
+    @asynccontextmanager
+    async def reserve(
+        self,
+        label: str,
+        start_position: StartPosition = StartPosition.Oldest,
+        max_elements: int = 1,
+        timeout: float | None = None,
+    ) -> AsyncGenerator[list[bytes], None]:
+        """``async with q.reserve(label, ...) as items:``: consumed only if the block succeeds."""
+        batch = await self.reserve_batch(label, start_position, max_elements, timeout)
+        async with _settled(batch) as items:
+            yield items
 
     async def consume(
         self,

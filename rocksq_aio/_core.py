@@ -86,6 +86,18 @@ class Stage(enum.IntEnum):
     WITHDRAWN = 3
 
 
+class MpmcLease:
+    """Items a label reserved: settled by acknowledge (done) or release (redeliver)."""
+
+    __slots__ = ("items", "key", "label", "settled")
+
+    def __init__(self, label: str, key: bytes, items: list[bytes]) -> None:
+        self.label = label
+        self.key = key
+        self.items = items
+        self.settled = False
+
+
 class Operation:
     """One validated call waiting for, or done by, a group commit."""
 
@@ -666,6 +678,8 @@ class MpmcCore(_CoreBase[MpmcState]):
         # Items of a committed next() that could not be rewound on disk
         # (the label moved on meanwhile): served first to that label.
         self._returned: dict[str, deque[bytes]] = {}
+        self._lease_numbers = itertools.count()
+        self._leased_counts: dict[str, int] = {}
         self._store = Store(
             absolute,
             MPMC_COLUMN_FAMILIES,
@@ -694,7 +708,26 @@ class MpmcCore(_CoreBase[MpmcState]):
         )
         for key, value in self._store.family_items(_plan.RETURNED_CF):
             self._returned[_plan.decode_label(key)] = deque(_plan.decode_returned(key, value))
+        self._redeliver_dead_leases()
         return MpmcState(head, tail, newest, positions)
+
+    def _redeliver_dead_leases(self) -> None:
+        """Leases found at open were never acknowledged: their items go to their label first."""
+        leased = self._store.family_items(_plan.LEASED_CF)
+        if not leased:
+            return
+        by_label: dict[str, list[bytes]] = {}
+        plan = WritePlan()
+        for key, value in leased:  # in key order: label, then lease number
+            by_label.setdefault(_plan.decode_mpmc_lease_key(key), []).extend(
+                _plan.decode_returned(key, value)
+            )
+            _plan.plan_mpmc_unlease(key, plan)
+        for label, items in by_label.items():
+            waiting = self._returned.setdefault(label, deque())
+            waiting.extendleft(reversed(items))
+            _plan.plan_mpmc_hand_back(label, list(waiting), plan)
+        self._store.apply(plan, sync=True)
 
     def _timestamp_at(self, index: int, state: MpmcState | None) -> int | None:
         tail = (state or self._state).tail
@@ -792,19 +825,23 @@ class MpmcCore(_CoreBase[MpmcState]):
                 state = _plan.plan_mpmc_add(state, values, now_ms, plan)
                 added.extend(value for _index, value in plan.data_puts[before:])
             elif operation.kind is Kind.NEXT:
-                label, start_position, limit = operation.arguments
-                returned = self._returned.get(label)
-                if returned:
-                    items = [returned.popleft() for _ in range(min(limit, len(returned)))]
-                    _plan.plan_mpmc_hand_back(label, list(returned), plan)
-                    operation.result = (items, False, None)
-                    continue
-                start = _plan.label_start(state, label, start_position)
-                count = _plan.readable_count(state, start, limit)
-                stored = self._read(start.index, count, committed_tail, added)
-                items = [_plan.unstamp(value) for value in stored]
-                state, expired = _plan.plan_mpmc_next(state, label, start, count, plan)
-                operation.result = (items, expired, start.index)
+                state, operation.result = self._plan_read(
+                    state, operation.arguments, plan, committed_tail, added
+                )
+            elif operation.kind is Kind.RESERVE:
+                label = operation.arguments[0]
+                state, (items, _expired, _start) = self._plan_read(
+                    state, operation.arguments, plan, committed_tail, added
+                )
+                lease = MpmcLease(
+                    label, _plan.mpmc_lease_key(label, next(self._lease_numbers)), items
+                )
+                if items:
+                    _plan.plan_mpmc_lease(lease.key, items, plan)
+                    self._leased_counts[label] = self._leased_counts.get(label, 0) + len(items)
+                operation.result = lease
+            elif operation.kind in (Kind.ACKNOWLEDGE, Kind.RELEASE):
+                self._plan_settle(operation.arguments[0], operation.kind, plan)
             else:
                 label = operation.arguments[0]
                 state, removed = _plan.plan_mpmc_remove_label(state, label, plan)
@@ -820,6 +857,71 @@ class MpmcCore(_CoreBase[MpmcState]):
         if head_moved:
             self._head_timestamp_ms = self._timestamp_at(state.head, None)
 
+    def _plan_read(
+        self,
+        state: MpmcState,
+        arguments: tuple[Any, ...],
+        plan: WritePlan,
+        committed_tail: int,
+        added: list[bytes],
+    ) -> tuple[MpmcState, tuple[list[bytes], bool, int | None]]:
+        """Plan a next(): items handed back to the label first, else from its position."""
+        label, start_position, limit = arguments
+        returned = self._returned.get(label)
+        if returned:
+            items = [returned.popleft() for _ in range(min(limit, len(returned)))]
+            _plan.plan_mpmc_hand_back(label, list(returned), plan)
+            return state, (items, False, None)
+        start = _plan.label_start(state, label, start_position)
+        count = _plan.readable_count(state, start, limit)
+        stored = self._read(start.index, count, committed_tail, added)
+        items = [_plan.unstamp(value) for value in stored]
+        state, expired = _plan.plan_mpmc_next(state, label, start, count, plan)
+        return state, (items, expired, start.index)
+
+    def _plan_settle(self, lease: MpmcLease, kind: Kind, plan: WritePlan) -> None:
+        if lease.settled:
+            return
+        lease.settled = True
+        if not lease.items:
+            return
+        _plan.plan_mpmc_unlease(lease.key, plan)
+        self._leased_counts[lease.label] -= len(lease.items)
+        if kind is Kind.RELEASE:
+            waiting = self._returned.setdefault(lease.label, deque())
+            waiting.extendleft(reversed(lease.items))
+            _plan.plan_mpmc_hand_back(lease.label, list(waiting), plan)
+            self.arrivals += 1
+
+    # ------------------------------------------------------------ leases
+
+    def pending(self, label: str) -> int:
+        """Items ``label`` reserved and has not acknowledged or released yet."""
+        return self._leased_counts.get(label, 0)
+
+    @staticmethod
+    def reserve_operation(
+        label: object, start_position: object = StartPosition.Oldest, max_elements: object = 1
+    ) -> Operation:
+        operation = MpmcCore.next_operation(label, start_position, max_elements)
+        operation.kind = Kind.RESERVE
+        return operation
+
+    def lease(
+        self, label: object, start_position: object = StartPosition.Oldest, max_elements: object = 1
+    ) -> MpmcLease:
+        """Hand ``label`` its next items without losing them (see plan_mpmc_lease)."""
+        lease: MpmcLease = self.run(self.reserve_operation(label, start_position, max_elements))
+        return lease
+
+    def acknowledge(self, lease: MpmcLease) -> None:
+        """The leased items were processed: forget them."""
+        self.run(Operation(Kind.ACKNOWLEDGE, (lease,)))
+
+    def release(self, lease: MpmcLease) -> None:
+        """The leased items were not processed: deliver them to the label again, first."""
+        self.run(Operation(Kind.RELEASE, (lease,)))
+
     def _read(self, start: int, count: int, committed_tail: int, added: list[bytes]) -> list[bytes]:
         from_disk = max(0, min(count, committed_tail - start))
         values = self._store.read_elements(start, from_disk)
@@ -829,7 +931,15 @@ class MpmcCore(_CoreBase[MpmcState]):
         return values
 
     def _give_back_locked(self, operation: Operation) -> None:
-        if operation.kind is not Kind.NEXT or operation.error is not None:
+        if operation.error is not None:
+            return
+        if operation.kind is Kind.RESERVE:
+            plan = WritePlan()
+            self._plan_settle(operation.result, Kind.RELEASE, plan)
+            if not plan.is_empty:
+                self._store.apply(plan)
+            return
+        if operation.kind is not Kind.NEXT:
             return
         items, expired, start = operation.result
         operation.result = ([], False, None)

@@ -38,7 +38,7 @@ FIFO_KIND = b"rocksq_aio.fifo.v1"
 MPMC_KIND = b"rocksq_aio.mpmc.v1"
 
 FIFO_COLUMN_FAMILIES = (DATA_CF, META_CF, LEASED_CF)
-MPMC_COLUMN_FAMILIES = (DATA_CF, META_CF, POSITIONS_CF, RETURNED_CF)
+MPMC_COLUMN_FAMILIES = (DATA_CF, META_CF, POSITIONS_CF, RETURNED_CF, LEASED_CF)
 
 MAX_INDEX = 2**64 - 1
 
@@ -456,6 +456,39 @@ def plan_mpmc_hand_back(label: str, waiting: list[bytes], plan: WritePlan) -> No
     """
     key = label.encode("utf-8")
     plan.returned_writes.append((key, encode_returned(waiting) if waiting else None))
+
+
+_LABEL_LENGTH = struct.Struct(">H")
+
+
+def mpmc_lease_key(label: str, number: int) -> bytes:
+    """Key of an MPMC lease: the label (length-prefixed) and the lease's number."""
+    encoded = label.encode("utf-8")
+    return _LABEL_LENGTH.pack(len(encoded)) + encoded + _INDEX.pack(number)
+
+
+def decode_mpmc_lease_key(key: bytes) -> str:
+    """The label of an MPMC lease key."""
+    if len(key) < _LABEL_LENGTH.size + _INDEX.size:
+        raise QueueCorruptedError(f"lease key {key!r} is too short")
+    (length,) = _LABEL_LENGTH.unpack_from(key)
+    if len(key) != _LABEL_LENGTH.size + length + _INDEX.size:
+        raise QueueCorruptedError(f"lease key {key!r} has the wrong length")
+    return decode_label(key[_LABEL_LENGTH.size : _LABEL_LENGTH.size + length])
+
+
+def plan_mpmc_lease(key: bytes, items: list[bytes], plan: WritePlan) -> None:
+    """Keep the items a label reserved until they are acknowledged or released.
+
+    The label's position moves past them at once, as with next(); a lease
+    found at the next open was never acknowledged: its items are handed back
+    to the label (plan_mpmc_hand_back) and delivered first.
+    """
+    plan.leased_writes.append((key, encode_returned(items)))
+
+
+def plan_mpmc_unlease(key: bytes, plan: WritePlan) -> None:
+    plan.leased_writes.append((key, None))
 
 
 def plan_mpmc_remove_label(state: MpmcState, label: str, plan: WritePlan) -> tuple[MpmcState, bool]:

@@ -18,6 +18,7 @@ from ._core import (
     FifoCore,
     Lease,
     MpmcCore,
+    MpmcLease,
 )
 from ._errors import (
     QueueClosedError,
@@ -45,9 +46,9 @@ __all__ = [
 
 
 class ReservedBatch:
-    """Items reserved from a FIFO queue; settle them with ack() or nack() (once)."""
+    """Reserved items; settle them with ack() or nack() (once)."""
 
-    def __init__(self, queue: FifoCore, lease: Lease) -> None:
+    def __init__(self, queue: FifoCore | MpmcCore, lease: Lease | MpmcLease) -> None:
         self._queue = queue
         self._lease = lease
 
@@ -60,12 +61,12 @@ class ReservedBatch:
         return self._lease.settled
 
     def ack(self) -> None:
-        """The items were processed: delete them for good."""
-        self._queue.acknowledge(self._lease)
+        """The items were processed: they are never delivered again."""
+        self._queue.acknowledge(self._lease)  # type: ignore[arg-type]
 
     def nack(self) -> None:
-        """The items were not processed: put them back at the head of the queue."""
-        self._queue.release(self._lease)
+        """The items were not processed: they are delivered again, first."""
+        self._queue.release(self._lease)  # type: ignore[arg-type]
 
 
 class PersistentQueueWithCapacity(FifoCore):
@@ -124,6 +125,35 @@ class MpmcQueue(MpmcCore):
 
     def __enter__(self) -> MpmcQueue:
         return self
+
+    def reserve_batch(
+        self,
+        label: str,
+        start_position: StartPosition = StartPosition.Oldest,
+        max_elements: int = 1,
+    ) -> ReservedBatch:
+        """Hand ``label`` its next items ([] when none) until ack() or nack().
+
+        Unacknowledged items are delivered to the label again, before any
+        other: after nack(), and after the death of the process.
+        """
+        return ReservedBatch(self, self.lease(label, start_position, max_elements))
+
+    @contextmanager
+    def reserve(
+        self,
+        label: str,
+        start_position: StartPosition = StartPosition.Oldest,
+        max_elements: int = 1,
+    ) -> Iterator[list[bytes]]:
+        """``with q.reserve(label, ...) as items:``: consumed only if the block succeeds."""
+        batch = self.reserve_batch(label, start_position, max_elements)
+        try:
+            yield batch.items
+        except BaseException:
+            batch.nack()
+            raise
+        batch.ack()
 
     def add(self, items: Sequence[BytesLike], no_gil: bool = True) -> None:  # type: ignore[override]
         if no_gil is not True and no_gil is not False:

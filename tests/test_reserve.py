@@ -225,3 +225,92 @@ def test_random_reservations_match_a_model(queue_path: str, cache_bytes: int) ->
             assert queue.len == len(model)
             assert queue.pending == sum(len(batch.items) for batch in batches)
         assert queue.pop(ALL) == model
+
+
+# ---------------------------------------------------------------- MPMC
+
+
+def test_mpmc_reserve_acknowledged_moves_on_released_comes_back(queue_path: str) -> None:
+    from rocksq_aio.blocking import MpmcQueue
+
+    with MpmcQueue(queue_path, 0) as queue:
+        queue.add([b"a", b"b", b"c", b"d"])
+        with queue.reserve("L", max_elements=2) as items:
+            assert items == [b"a", b"b"]
+            assert queue.pending("L") == 2
+        assert queue.pending("L") == 0
+        with pytest.raises(ValueError), queue.reserve("L", max_elements=1) as items:
+            assert items == [b"c"]
+            raise ValueError("not processed")
+        assert queue.next("L", max_elements=ALL) == ([b"c"], False)
+        assert queue.next("L", max_elements=ALL) == ([b"d"], False)
+        # Other labels are not affected by L's reservations.
+        assert queue.next("other", max_elements=ALL) == ([b"a", b"b", b"c", b"d"], False)
+
+
+def test_mpmc_unacknowledged_items_are_redelivered_after_reopening(queue_path: str) -> None:
+    from rocksq_aio.blocking import MpmcQueue
+
+    queue = MpmcQueue(queue_path, 0)
+    queue.add([b"%d" % number for number in range(6)])
+    acknowledged = queue.reserve_batch("L", max_elements=2)
+    acknowledged.ack()
+    queue.reserve_batch("L", max_elements=2)  # never settled: the process "dies"
+    queue.close()
+    with MpmcQueue(queue_path, 0) as reopened:
+        assert reopened.pending("L") == 0
+        assert reopened.next("L", max_elements=ALL) == ([b"2", b"3"], False)
+        assert reopened.next("L", max_elements=ALL) == ([b"4", b"5"], False)
+
+
+def test_mpmc_items_reserved_by_a_killed_process_are_delivered_again(queue_path: str) -> None:
+    from rocksq_aio.blocking import MpmcQueue
+
+    with MpmcQueue(queue_path, 0) as queue:
+        queue.add([b"%d" % number for number in range(8)])
+    child = textwrap.dedent(
+        f"""
+        import time
+        from rocksq_aio.blocking import MpmcQueue
+        queue = MpmcQueue({queue_path!r}, 0)
+        with queue.reserve("L", max_elements=3):
+            pass
+        queue.reserve_batch("L", max_elements=2)
+        print("ready", flush=True)
+        time.sleep(60)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    with MpmcQueue(queue_path, 0) as reopened:
+        delivered, _ = reopened.next("L", max_elements=ALL)
+        delivered += reopened.next("L", max_elements=ALL)[0]
+        assert delivered == [b"3", b"4", b"5", b"6", b"7"]
+
+
+@pytest.mark.anyio
+async def test_mpmc_async_reserve_with_cancellation_delivers_every_item(queue_path: str) -> None:
+    from rocksq_aio import MpmcQueue
+
+    added = [b"%04d" % number for number in range(120)]
+    processed: list[bytes] = []
+    async with MpmcQueue(queue_path, 0) as queue:
+        await queue.add(added)
+
+        async def worker(seed: int) -> None:
+            while len(processed) < len(added):
+                with anyio.move_on_after(0.0005 * (seed % 3)):
+                    async with queue.reserve("L", max_elements=1 + seed % 2, timeout=0.05) as items:
+                        await anyio.sleep(0)
+                        processed.extend(items)
+
+        async with anyio.create_task_group() as group:
+            for seed in range(6):
+                group.start_soon(worker, seed)
+        assert sorted(processed) == added
+        assert queue.pending("L") == 0
