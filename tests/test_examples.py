@@ -28,6 +28,8 @@ EXPECTED_OUTPUT: dict[str, list[str]] = {
         "archiver reads ([b'camera-1 online', b'camera-2 online'], False)",
         "labels after reopening ['alerts', 'archiver']",
         "alerts resumes ([b'camera-2 online'], False)",
+        "processing [b'resize frame 3']",
+        "consumer got [b'resize frame 4']",
     ],
     "async_pipeline.py": [
         "producers done: 300 jobs pushed",
