@@ -314,3 +314,87 @@ async def test_mpmc_async_reserve_with_cancellation_delivers_every_item(queue_pa
                 group.start_soon(worker, seed)
         assert sorted(processed) == added
         assert queue.pending("L") == 0
+
+
+_CONSUMER = """
+import sys
+from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
+kind, path = sys.argv[1], sys.argv[2]
+queue = PersistentQueueWithCapacity(path) if kind == "fifo" else MpmcQueue(path, 0)
+size = 1
+while True:
+    if kind == "fifo":
+        batch = queue.reserve_batch(size)
+    else:
+        batch = queue.reserve_batch("L", max_elements=size)
+    if not batch.items:
+        print("empty", flush=True)
+        break
+    for item in batch.items:
+        print("processed", item.decode(), flush=True)
+    batch.ack()
+    print("acked", " ".join(item.decode() for item in batch.items), flush=True)
+    size = size % 3 + 1
+"""
+
+
+@pytest.mark.parametrize("kind", ["fifo", "mpmc"])
+def test_reserve_survives_repeated_kills(queue_path: str, kind: str) -> None:
+    """After any number of kills every item is processed at least once, and an item is
+    processed twice only if a reservation holding it was not acknowledged."""
+    import random
+
+    from rocksq_aio.blocking import MpmcQueue
+
+    items = [b"%05d" % number for number in range(3000)]
+    if kind == "fifo":
+        with PersistentQueueWithCapacity(queue_path) as queue:
+            queue.push(items)
+    else:
+        with MpmcQueue(queue_path, 0) as stream:
+            stream.add(items)
+    rng = random.Random(7)
+    processed: list[str] = []
+    acked: set[str] = set()
+    unacked_processing: set[str] = set()
+    finished = False
+    for _attempt in range(40):
+        process = subprocess.Popen(
+            [sys.executable, "-c", _CONSUMER, kind, queue_path],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        lines: list[str] = []
+        for _line in range(rng.randint(5, 300)):
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        # The consumer ran ahead of our reading: take everything it printed.
+        lines.extend(process.stdout.read().splitlines(keepends=True))
+        process.stdout.close()
+        in_flight: list[str] = []
+        # A line cut by the kill is no report at all.
+        for words in (line.split() for line in lines if line.endswith("\n")):
+            if words[0] == "empty":
+                finished = True
+            elif words[0] == "processed":
+                processed.append(words[1])
+                in_flight.append(words[1])
+            else:
+                acked.update(words[1:])
+                in_flight = []
+        unacked_processing.update(in_flight)
+        if finished:
+            break
+    assert finished, "the consumer never got to the end of the queue"
+    assert _attempt >= 3, "too few kills to test anything"
+    counts: dict[str, int] = {}
+    for item in processed:
+        counts[item] = counts.get(item, 0) + 1
+    assert sorted(counts) == [item.decode() for item in items]  # everything at least once
+    duplicates = {item for item, count in counts.items() if count > 1}
+    assert duplicates <= unacked_processing, "an acknowledged item was delivered again"
