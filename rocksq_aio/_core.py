@@ -978,17 +978,3 @@ class MpmcCore(_CoreBase[MpmcState]):
         _plan.plan_mpmc_hand_back(label, [*items, *waiting], plan)
         self._store.apply(plan)
         waiting.extendleft(reversed(items))
-
-    def rewind(self, label: str, start: int, count: int) -> bool:
-        """Undo a next() of ``count`` elements from ``start`` whose result was never delivered.
-
-        Returns False (changing nothing) when the label has moved since.
-        """
-        with self._lock:
-            self._store.check_usable()
-            plan = WritePlan()
-            state, rewound = _plan.plan_mpmc_rewind(self._state, label, start, count, plan)
-            if rewound:
-                self._store.apply(plan)
-                self._state = state
-            return rewound

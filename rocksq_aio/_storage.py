@@ -106,7 +106,7 @@ class Store:
                 raise QueueLockedError(f"queue at {path!r} is already open in this process")
             _open_paths.add(path)
         try:
-            self.is_new = self._prepare_directory(path, column_families, directory_mode)
+            self._prepare_directory(path, column_families, directory_mode)
             options = _options(create=True)
             families = {name: _options(create=True) for name in column_families}
             try:
@@ -133,8 +133,8 @@ class Store:
         self.sync = sync
 
     @staticmethod
-    def _prepare_directory(path: str, column_families: tuple[str, ...], mode: int) -> bool:
-        """Create the directory if needed; return True when it holds no queue yet."""
+    def _prepare_directory(path: str, column_families: tuple[str, ...], mode: int) -> None:
+        """Create the directory if needed; refuse one that holds something else."""
         if os.path.exists(path) and not os.path.isdir(path):
             raise ValueError(f"path {path!r} exists and is not a directory")
         parent = os.path.dirname(path)
@@ -143,14 +143,14 @@ class Store:
         if not os.path.exists(path):
             os.mkdir(path, mode)
             os.chmod(path, mode)  # mkdir's mode is filtered by the umask
-            return True
+            return
         if not os.path.exists(os.path.join(path, "CURRENT")):
             if os.listdir(path):
                 raise QueueError(
                     f"path {path!r} is a non-empty directory that holds no RocksDB database; "
                     "refusing to write into it"
                 )
-            return True
+            return
         try:
             present = set(Rdict.list_cf(path, Options(raw_mode=True)))
         except Exception as error:
@@ -161,7 +161,6 @@ class Store:
                 f"path {path!r} holds a RocksDB database with column families "
                 f"{sorted(present)}, not a rocksq_aio queue of this kind ({sorted(expected)})"
             )
-        return False
 
     # ------------------------------------------------------------ lifecycle
 
