@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from rocksdict import (
+    AccessType,
     ColumnFamily,
     DbClosedError,
     Options,
@@ -33,7 +34,17 @@ from ._errors import (
     QueueIOError,
     QueueLockedError,
 )
-from ._plan import DATA_CF, META_CF, STATE_KEY, WritePlan, decode_index, encode_index
+from ._plan import (
+    DATA_CF,
+    FIFO_KIND,
+    KIND_KEY,
+    META_CF,
+    MPMC_KIND,
+    STATE_KEY,
+    WritePlan,
+    decode_index,
+    encode_index,
+)
 
 DEFAULT_BATCH_BYTES = 1024 * 1024
 """Largest WriteBatch we hand to RocksDB at once.
@@ -403,6 +414,46 @@ def _held_by_another_process(lock_file: str) -> bool:
     return False
 
 
+def lock_is_held(directory: str) -> bool:
+    """True when some process (this one included) holds RocksDB's lock on ``directory``.
+
+    RocksQ carries its own RocksDB, whose lock neither rocksdict nor a probe
+    from this process can see, so /proc/locks is read where it exists.
+    """
+    lock = os.path.join(directory, "LOCK")
+    try:
+        status = os.stat(lock)
+    except FileNotFoundError:
+        return False
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            table = locks.read()
+    except OSError:
+        return _held_by_another_process(lock)
+    target = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+    return any(target in line.split() for line in table.splitlines())
+
+
+def _stored_kind(path: str) -> bytes | None:
+    """The ``kind`` a queue directory records, read without taking its lock."""
+    families = [name for name in Rdict.list_cf(path, Options(raw_mode=True)) if name != "default"]
+    if META_CF not in families:
+        return None
+    database = Rdict(
+        path,
+        _options(create=False),
+        column_families={name: _options(create=False) for name in families},
+        access_type=AccessType.read_only(False),
+    )
+    try:
+        meta = database.get_column_family(META_CF)
+        kind: Any = meta.get(KIND_KEY)
+        del meta
+    finally:
+        database.close()
+    return kind if isinstance(kind, bytes) else None
+
+
 def destroy(path: str) -> None:
     """Remove a queue directory entirely; it must not be open anywhere."""
     absolute = os.path.abspath(os.fspath(path))
@@ -419,6 +470,15 @@ def destroy(path: str) -> None:
             raise QueueError(f"path {absolute!r} is not a queue directory; refusing to remove it")
         os.rmdir(absolute)
         return
-    if _held_by_another_process(os.path.join(absolute, "LOCK")):
-        raise QueueLockedError(f"queue at {absolute!r} is open in another process")
+    if lock_is_held(absolute):
+        raise QueueLockedError(f"queue at {absolute!r} is open; close it before removing it")
+    try:
+        kind = _stored_kind(absolute)
+    except Exception as error:
+        raise translate(error, absolute, "reading the queue kind") from error
+    if kind not in (FIFO_KIND, MPMC_KIND):
+        raise QueueError(
+            f"path {absolute!r} holds a RocksDB database that is not a rocksq_aio queue; "
+            "refusing to remove it"
+        )
     shutil.rmtree(absolute)

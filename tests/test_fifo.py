@@ -9,6 +9,7 @@ import sys
 import textwrap
 import tracemalloc
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -608,3 +609,27 @@ def test_cache_with_items_larger_than_the_cache(queue_path: str, cache_bytes: in
         queue.push([b"f"])
         assert queue.pop(max_elements=5) == [b"e" * 3, b"f"]
         assert_counters(queue, [])
+
+
+def test_remove_queue_refuses_a_rocksdb_directory_that_is_not_a_queue(tmp_path: Path) -> None:
+    from rocksdict import Options, Rdict
+
+    path = str(tmp_path / "precious")
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    database = Rdict(path, options)
+    database[b"key"] = b"value"
+    database.close()
+    with pytest.raises(QueueError, match="not a rocksq_aio queue"):
+        remove_queue(path)
+    assert os.path.exists(os.path.join(path, "CURRENT"))
+
+
+def test_remove_queue_refuses_a_directory_open_in_rocksq(tmp_path: Path) -> None:
+    blocking = pytest.importorskip("rocksq.blocking", reason="rocksq 0.3.0 is not installed")
+    path = str(tmp_path / "live")
+    live = blocking.PersistentQueueWithCapacity(path, 10)
+    live.push([b"x"])
+    with pytest.raises(QueueLockedError):
+        remove_queue(path)
+    assert os.path.exists(os.path.join(path, "CURRENT"))
