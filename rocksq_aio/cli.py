@@ -142,7 +142,8 @@ def _prog() -> str:
 
 
 class _Progress:
-    """A simple textual progress on stderr, shown for long runs only."""
+    """Progress on stderr for long runs only: a tqdm bar when tqdm is installed
+    (the ``cli`` extra), else a plain line."""
 
     def __init__(self, action: str, total: int, enabled: bool = True) -> None:
         self.action = action
@@ -154,10 +155,21 @@ class _Progress:
         self._shown = False
         stream = sys.stderr
         self._tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._bar: Any = None
+        if self.enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                pass
+            else:
+                self._bar = tqdm(total=total, desc=action, unit="item", file=sys.stderr)
 
     def advance(self, count: int) -> None:
         self.done += count
         if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(count)
             return
         now = time.monotonic()
         interval = PROGRESS_INTERVAL if self._tty else PROGRESS_INTERVAL * 4
@@ -180,7 +192,9 @@ class _Progress:
         self._shown = True
 
     def finish(self) -> None:
-        if self.enabled:
+        if self._bar is not None:
+            self._bar.close()
+        elif self.enabled:
             self._show(time.monotonic(), final=True)
 
 
