@@ -19,8 +19,9 @@ Layout on disk (column families):
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple
 
 from ._errors import QueueCorruptedError, QueueFullError
@@ -245,14 +246,18 @@ class LabelPosition:
     """Elements this label had not read were removed by TTL; reported once by next()."""
 
 
-@dataclass(frozen=True, slots=True)
-class MpmcState:
+_NO_POSITIONS: Mapping[str, LabelPosition] = MappingProxyType({})
+
+
+class MpmcState(NamedTuple):
+    # A NamedTuple for the same reason as FifoState. ``positions`` is never
+    # changed in place: plans build a new mapping.
     head: int = 0
     tail: int = 0
     newest_timestamp_ms: int = 0
     """Timestamp of the newest element ever added; new stamps never go below it,
     so timestamps never decrease along the queue even if the clock steps back."""
-    positions: dict[str, LabelPosition] = field(default_factory=dict)
+    positions: Mapping[str, LabelPosition] = _NO_POSITIONS
 
     @property
     def length(self) -> int:
@@ -342,7 +347,7 @@ def plan_mpmc_expire(state: MpmcState, new_head: int, plan: WritePlan) -> MpmcSt
             moved = LabelPosition(new_head, expired_unseen=True)
             positions[label] = moved
             plan.position_writes.append((label.encode("utf-8"), encode_position(moved)))
-    new_state = replace(state, head=new_head, positions=positions)
+    new_state = state._replace(head=new_head, positions=positions)
     _with_counters(plan, new_state)
     return new_state
 
@@ -358,7 +363,7 @@ def plan_mpmc_add(state: MpmcState, items: list[bytes], now_ms: int, plan: Write
     prefix = _TIMESTAMP.pack(timestamp)
     plan.data_puts.extend((tail + offset, prefix + item) for offset, item in enumerate(items))
     plan.data_bytes += sum(map(len, items)) + len(items) * TIMESTAMP_BYTES
-    new_state = replace(state, tail=tail + len(items), newest_timestamp_ms=timestamp)
+    new_state = state._replace(tail=tail + len(items), newest_timestamp_ms=timestamp)
     _with_counters(plan, new_state)
     return new_state
 
@@ -395,7 +400,7 @@ def plan_mpmc_next(
     positions = dict(state.positions)
     positions[label] = moved
     plan.position_writes.append((label.encode("utf-8"), encode_position(moved)))
-    return replace(state, positions=positions), start.expired_unseen
+    return state._replace(positions=positions), start.expired_unseen
 
 
 def plan_mpmc_rewind(
@@ -422,7 +427,7 @@ def plan_mpmc_rewind(
     positions = dict(state.positions)
     positions[label] = rewound
     plan.position_writes.append((label.encode("utf-8"), encode_position(rewound)))
-    return replace(state, positions=positions), True
+    return state._replace(positions=positions), True
 
 
 _ITEM_LENGTH = struct.Struct(">I")
@@ -497,7 +502,7 @@ def plan_mpmc_remove_label(state: MpmcState, label: str, plan: WritePlan) -> tup
     positions = dict(state.positions)
     del positions[label]
     plan.position_writes.append((label.encode("utf-8"), None))
-    return replace(state, positions=positions), True
+    return state._replace(positions=positions), True
 
 
 def expiry_cutoff_ms(now_ms: int, ttl_ms: int) -> int | None:

@@ -212,8 +212,10 @@ class Store:
     # ------------------------------------------------------------ reads
 
     def get(self, family: str, key: bytes) -> bytes | None:
-        with self._reading("reading"):
+        try:
             value: Any = self._families[family].get(key)
+        except Exception as error:
+            raise translate(error, self.path, "reading") from error
         if value is not None and not isinstance(value, bytes):
             raise QueueCorruptedError(f"unexpected value type {type(value).__name__}")
         return value
