@@ -126,6 +126,8 @@ def _check_kind(store: Store, expected: bytes) -> bytes | None:
         if store.data_key_bounds() is not None:
             raise QueueCorruptedError(f"queue at {store.path!r} holds elements but no counters")
         return None
+    if kind is None:
+        raise QueueCorruptedError(f"queue at {store.path!r} has counters but lost its kind")
     if kind != expected:
         names = {FIFO_KIND: "a FIFO queue", MPMC_KIND: "an MPMC queue"}
         found = names.get(kind or b"", f"an unknown kind {kind!r}")

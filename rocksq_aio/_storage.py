@@ -12,7 +12,8 @@ import fcntl
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+import traceback
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -20,6 +21,7 @@ from rocksdict import (
     AccessType,
     ColumnFamily,
     DbClosedError,
+    DBRecoveryMode,
     Options,
     Rdict,
     ReadOptions,
@@ -69,6 +71,11 @@ def translate(error: BaseException, path: str, action: str) -> QueueError:
         return QueueLockedError(
             f"queue at {path!r} is already open (in this or another process): {message}"
         )
+    if message.startswith("Invalid argument"):
+        return QueueError(
+            f"{action} failed: {path!r} does not hold a rocksq_aio queue RocksDB can open "
+            f"with our options: {message}"
+        )
     if "Corruption" in message or "Checksum" in message or "checksum" in message:
         return QueueCorruptedError(f"{action} failed, queue at {path!r} is corrupted: {message}")
     return QueueIOError(f"{action} failed for queue at {path!r}: {message}")
@@ -82,7 +89,128 @@ def _options(*, create: bool) -> Options:
     options.create_missing_column_families(create)
     options.set_keep_log_file_num(2)
     options.set_max_total_wal_size(64 * 1024 * 1024)
+    # A torn last record is what a crash leaves and is dropped; corruption
+    # anywhere before it fails the open (QueueCorruptedError) instead of
+    # silently dropping every write after it, as point-in-time recovery does.
+    options.set_wal_recovery_mode(DBRecoveryMode.tolerate_corrupted_tail_records())
+    options.set_paranoid_checks(True)
     return options
+
+
+_CREATION_FILES = frozenset({"LOCK", "LOG", "IDENTITY", "rocksdict-config.json"})
+_CREATION_PREFIXES = ("LOG.old.", "MANIFEST-", "OPTIONS-")
+_CREATION_SUFFIXES = (".dbtmp", ".log")
+
+
+def _is_creation_leftover(name: str) -> bool:
+    return (
+        name in _CREATION_FILES
+        or name.startswith(_CREATION_PREFIXES)
+        or name.endswith(_CREATION_SUFFIXES)
+    )
+
+
+def _fsync_directory(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _make_directories(path: str, mode: int) -> None:
+    """Create ``path`` and its missing parents with ``mode`` (not filtered by the umask).
+
+    os.makedirs gives intermediate directories the umask's default mode; and
+    each new entry is fsynced into its parent so that power loss cannot
+    remove the directory of a queue that already reported durable writes.
+    """
+    missing: list[str] = []
+    current = path
+    while current and not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        os.mkdir(directory, mode)
+        os.chmod(directory, mode)
+        _fsync_directory(os.path.dirname(directory) or ".")
+
+
+@contextlib.contextmanager
+def _config_left_alone(path: str) -> Iterator[None]:
+    """rocksdict rewrites rocksdict-config.json at every open: put it back as it was."""
+    config = os.path.join(path, "rocksdict-config.json")
+    try:
+        with open(config, "rb") as source:
+            before: bytes | None = source.read()
+    except FileNotFoundError:
+        before = None
+    try:
+        yield
+    finally:
+        if before is None:
+            with contextlib.suppress(OSError):
+                os.remove(config)
+        else:
+            with open(config, "wb") as target:
+                target.write(before)
+
+
+def _open_restoring_config_on_failure(
+    path: str, options: Options, families: dict[str, Options]
+) -> Rdict:
+    """Open read-write; a refused open leaves someone else's directory as it was."""
+    config = os.path.join(path, "rocksdict-config.json")
+    existed = os.path.exists(config)
+    try:
+        with open(config, "rb") if existed else contextlib.nullcontext() as source:
+            before = source.read() if source is not None else None
+    except OSError:
+        before = None
+    try:
+        return Rdict(path, options, column_families=families)
+    except BaseException:
+        if before is not None:
+            with contextlib.suppress(OSError), open(config, "wb") as target:
+                target.write(before)
+        elif not existed:
+            with contextlib.suppress(OSError):
+                os.remove(config)
+        raise
+
+
+def _read_only(path: str, families: Iterable[str]) -> Rdict:
+    return Rdict(
+        path,
+        Options(raw_mode=True),
+        column_families={name: Options(raw_mode=True) for name in families},
+        access_type=AccessType.read_only(False),
+    )
+
+
+def _holds_no_queue_data(path: str, present: set[str]) -> bool:
+    """True when every family is empty: a creation that did not finish."""
+    families = sorted(present - {"default"})
+    try:
+        with _config_left_alone(path):
+            database = _read_only(path, families)
+            try:
+                for name in ["default", *families]:
+                    family = database if name == "default" else database.get_column_family(name)
+                    iterator = family.iter()
+                    iterator.seek_to_first()
+                    empty = not iterator.valid()
+                    del iterator, family
+                    if not empty:
+                        return False
+            finally:
+                database.close()
+    except Exception as error:
+        raise translate(error, path, "inspecting the database") from error
+    return True
 
 
 def directory_size(path: str) -> int:
@@ -121,7 +249,7 @@ class Store:
             options = _options(create=True)
             families = {name: _options(create=True) for name in column_families}
             try:
-                self._db = Rdict(path, options, column_families=families)
+                self._db = _open_restoring_config_on_failure(path, options, families)
             except Exception as error:
                 raise translate(error, path, "opening") from error
             # Held for the queue's lifetime: dropping a column-family handle
@@ -148,15 +276,16 @@ class Store:
         """Create the directory if needed; refuse one that holds something else."""
         if os.path.exists(path) and not os.path.isdir(path):
             raise ValueError(f"path {path!r} exists and is not a directory")
-        parent = os.path.dirname(path)
-        if parent and not os.path.isdir(parent):
-            os.makedirs(parent, mode=mode, exist_ok=True)
         if not os.path.exists(path):
-            os.mkdir(path, mode)
-            os.chmod(path, mode)  # mkdir's mode is filtered by the umask
+            try:
+                _make_directories(path, mode)
+            except OSError as error:
+                raise QueueIOError(f"cannot create the queue directory {path!r}: {error}") from None
             return
         if not os.path.exists(os.path.join(path, "CURRENT")):
-            if os.listdir(path):
+            # Files RocksDB makes before CURRENT are what a creation killed
+            # early leaves: the creation starts again. Anything else is not ours.
+            if not all(_is_creation_leftover(name) for name in os.listdir(path)):
                 raise QueueError(
                     f"path {path!r} is a non-empty directory that holds no RocksDB database; "
                     "refusing to write into it"
@@ -167,10 +296,16 @@ class Store:
         except Exception as error:
             raise translate(error, path, "reading the column families") from error
         expected = {"default", *column_families}
-        if present != expected:
+        if present == expected:
+            return  # the core checks the kind and the counters
+        # A queue killed while being created has only some of our families
+        # and nothing else: finish creating it. Anything else is not ours,
+        # and is left exactly as it was.
+        if not present <= expected or not _holds_no_queue_data(path, present):
             raise QueueError(
                 f"path {path!r} holds a RocksDB database with column families "
-                f"{sorted(present)}, not a rocksq_aio queue of this kind ({sorted(expected)})"
+                f"{sorted(present)} that is not a rocksq_aio queue of this kind "
+                f"(expected {sorted(expected)}); refusing to open it"
             )
 
     # ------------------------------------------------------------ lifecycle
@@ -188,6 +323,12 @@ class Store:
         if self.closed:
             return
         self.closed = True
+        if self.failure is not None:
+            # Frames kept by the failure's traceback may hold column-family
+            # handles, and a live handle keeps the DB lock.
+            for error in (self.failure, self.failure.__cause__):
+                if error is not None and error.__traceback__ is not None:
+                    traceback.clear_frames(error.__traceback__)
         try:
             # The DB lock is released only once no column-family handle is alive.
             self._families.clear()
@@ -195,7 +336,10 @@ class Store:
             del self._data_handle, self._meta_handle
             self._db.close()
         except Exception as error:
-            raise translate(error, self.path, "closing") from error
+            # The failure was reported when it happened; closing is how the
+            # caller recovers, and must not raise it again.
+            if self.failure is None:
+                raise translate(error, self.path, "closing") from error
         finally:
             with _open_paths_lock:
                 _open_paths.discard(self.path)
@@ -341,7 +485,7 @@ class Store:
         except Exception as error:
             # The traceback keeps this frame alive; a column-family handle
             # left in it would keep the DB lock after close().
-            del handles, data, batch
+            handles = data = batch = meta = handle = None  # type: ignore[assignment]
             self._fail(error)
 
     # The two one-batch FIFO writes, for the blocking face's hot path: the same
@@ -441,18 +585,14 @@ def _stored_kind(path: str) -> bytes | None:
     families = [name for name in Rdict.list_cf(path, Options(raw_mode=True)) if name != "default"]
     if META_CF not in families:
         return None
-    database = Rdict(
-        path,
-        _options(create=False),
-        column_families={name: _options(create=False) for name in families},
-        access_type=AccessType.read_only(False),
-    )
-    try:
-        meta = database.get_column_family(META_CF)
-        kind: Any = meta.get(KIND_KEY)
-        del meta
-    finally:
-        database.close()
+    with _config_left_alone(path):
+        database = _read_only(path, families)
+        try:
+            meta = database.get_column_family(META_CF)
+            kind: Any = meta.get(KIND_KEY)
+            del meta
+        finally:
+            database.close()
     return kind if isinstance(kind, bytes) else None
 
 

@@ -330,5 +330,5 @@ class MpmcMachine(RuleBasedStateMachine):
 
 # More runs than the FIFO: an expiry report needs a longer lucky sequence
 # (a label, later elements, a clock step past the TTL, then that label's next).
-MpmcMachine.TestCase.settings = settings(MACHINE_SETTINGS, max_examples=60)
+MpmcMachine.TestCase.settings = settings(MACHINE_SETTINGS, max_examples=100)
 TestMpmc = MpmcMachine.TestCase
