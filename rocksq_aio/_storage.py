@@ -297,6 +297,19 @@ class Store:
             raise translate(error, path, "reading the column families") from error
         expected = {"default", *column_families}
         if present == expected:
+            # Table files but no kind: RocksDB dropped MANIFEST records it
+            # took for a torn tail, and the read-write open would delete the
+            # tables they listed, leaving what looks like a new, empty queue.
+            if any(name.endswith(".sst") for name in os.listdir(path)):
+                try:
+                    kind = _stored_kind(path)
+                except Exception as error:
+                    raise translate(error, path, "reading the queue kind") from error
+                if kind is None:
+                    raise QueueCorruptedError(
+                        f"queue at {path!r} has table files but its metadata is gone "
+                        "(damaged MANIFEST?); refusing to open it as an empty queue"
+                    )
             return  # the core checks the kind and the counters
         # A queue killed while being created has only some of our families
         # and nothing else: finish creating it. Anything else is not ours,
