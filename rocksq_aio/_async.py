@@ -118,6 +118,7 @@ class _AsyncQueue(Generic[CoreT]):
         self._max_inflight = _validate.positive_int(max_inflight_ops, "max_inflight_ops")
         # anyio primitives need a running event loop: made on first use.
         self._limiter: anyio.CapacityLimiter | None = None
+        self._loop: object = None
         self._inflight = _InflightSlots(self._max_inflight)
         self._arrival: anyio.Event | None = None
         self._seen_arrivals = 0
@@ -156,7 +157,19 @@ class _AsyncQueue(Generic[CoreT]):
         """Operations submitted and not finished yet."""
         return self._inflight.total - self._inflight.free
 
+    def _follow_event_loop(self) -> None:
+        # anyio primitives belong to the event loop that made them: a queue
+        # used under one loop (asyncio.run, trio.run, ...) and then another
+        # makes new ones.
+        loop = anyio.lowlevel.current_token().native_token
+        if loop is not self._loop:
+            self._loop = loop
+            self._limiter = None
+            self._arrival = None
+            self._draining = None
+
     def _worker_limiter(self) -> anyio.CapacityLimiter:
+        self._follow_event_loop()
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(1)
         return self._limiter
@@ -211,6 +224,7 @@ class _AsyncQueue(Generic[CoreT]):
                 self._arrival = None
 
     def _arrival_event(self) -> anyio.Event:
+        self._follow_event_loop()
         if self._arrival is None:
             self._arrival = anyio.Event()
         return self._arrival

@@ -745,3 +745,26 @@ async def test_bad_mpmc_call_arguments_raise_before_anything_is_written(queue_pa
         assert queue.len == 1
         assert queue.inflight_ops == 0
         assert await queue.next("L", max_elements=5) == ([b"keep"], False)
+
+
+def test_a_queue_outlives_its_event_loop(queue_path: str) -> None:
+    """Used under asyncio.run, then trio.run, then asyncio.run again."""
+    import asyncio
+
+    import trio
+
+    queue = PersistentQueue(queue_path)
+    received: list[list[bytes]] = []
+
+    async def use() -> None:
+        await queue.push([b"item"])
+        received.append(await queue.pop_wait(timeout=5))
+        received.append(await queue.pop_wait(timeout=0.01))
+
+    try:
+        asyncio.run(use())
+        trio.run(use)
+        asyncio.run(use())
+    finally:
+        queue.close()
+    assert received == [[b"item"], []] * 3
