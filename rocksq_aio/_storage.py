@@ -314,7 +314,9 @@ class Store:
         # A queue killed while being created has only some of our families
         # and nothing else: finish creating it. Anything else is not ours,
         # and is left exactly as it was.
-        if not present <= expected or not _holds_no_queue_data(path, present):
+        # An interrupted creation never flushed: table files mean lost data.
+        has_tables = any(name.endswith(".sst") for name in os.listdir(path))
+        if not present <= expected or has_tables or not _holds_no_queue_data(path, present):
             raise QueueError(
                 f"path {path!r} holds a RocksDB database with column families "
                 f"{sorted(present)} that is not a rocksq_aio queue of this kind "

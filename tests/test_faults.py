@@ -654,14 +654,6 @@ _OPEN_MANY_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known gap: when a damaged MANIFEST record drops the tables holding both the elements "
-        "and the counter updates, an older consistent state (e.g. the empty queue) remains and "
-        "nothing on disk tells it apart; needs a counter kept outside RocksDB (issue note)"
-    ),
-)
 def test_a_manifest_cut_short_never_opens_as_a_silently_emptied_queue(
     closed_fifo: Path, tmp_path: Path
 ) -> None:
