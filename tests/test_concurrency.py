@@ -439,7 +439,7 @@ def test_mpmc_threads_every_label_gets_every_element_once_in_order(queue_path: s
 
 @pytest.mark.stress
 def test_stress_mpmc_threads(queue_path: str) -> None:
-    run_blocking_mpmc(queue_path, LONG, producers=8)
+    run_blocking_mpmc(queue_path, LONG)
 
 
 SENTINEL = b"end"
@@ -530,4 +530,4 @@ def test_mpmc_tasks_every_label_gets_every_element_once_in_order(
 @pytest.mark.stress
 @pytest.mark.parametrize("backend", BACKENDS[::2])
 def test_stress_mpmc_tasks(queue_path: str, backend: tuple[str, dict[str, Any]]) -> None:
-    _run_async(backend, async_mpmc, queue_path, LONG, _seed(), 20)
+    _run_async(backend, async_mpmc, queue_path, LONG, _seed())
