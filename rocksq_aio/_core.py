@@ -187,7 +187,7 @@ class _CoreBase(Generic[StateT]):
     # The properties read memory only: no I/O, safe from an event loop.
     @property
     def len(self) -> int:
-        """Elements stored (in MPMC queues, expired ones leave at the next add or next)."""
+        """Elements stored (MPMC: expired ones leave at the next add, next or remove_label)."""
         return self._state.length
 
     def __len__(self) -> int:
