@@ -444,12 +444,14 @@ class MpmcQueue(_AsyncQueue[MpmcCore]):
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         clock: Clock | None = None,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         _validate.positive_int(max_inflight_ops, "max_inflight_ops")
         options: dict[str, Any] = {
             "sync": sync,
             "batch_bytes": batch_bytes,
             "directory_mode": directory_mode,
+            "cache_bytes": cache_bytes,
         }
         if clock is not None:
             options["clock"] = clock

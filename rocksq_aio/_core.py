@@ -37,6 +37,7 @@ from ._plan import (
     MPMC_KIND,
     STATE_KEY,
     FifoState,
+    LabelPosition,
     MpmcState,
     WritePlan,
 )
@@ -51,6 +52,10 @@ DEFAULT_CACHE_BYTES = 8 * 1024 * 1024
 Bounded in bytes, so memory never depends on the queue's capacity or length."""
 
 Clock = Callable[[], float]
+
+# Builds a FifoState/MpmcState without NamedTuple.__new__'s Python-level
+# call: half the cost, on the one-item hot paths.
+_new_state = tuple.__new__
 
 
 class Kind(enum.Enum):
@@ -260,7 +265,7 @@ class _CoreBase(Generic[StateT]):
         """Execute ``operation`` (with whatever else is pending) and return its result."""
         # Uncontended: execute directly, skipping the pending queue. Anything
         # submitted meanwhile waits for the lock and is drained after us.
-        if not self._pending and self._lock.acquire(blocking=False):
+        if not self._pending and self._lock.acquire(False):
             try:
                 if not self._pending:
                     self._store.check_usable()
@@ -393,6 +398,33 @@ class FifoCore(_CoreBase[FifoState]):
         """
         if no_gil is not True and no_gil is not False:
             _validate.flag(no_gil, "no_gil")
+        if type(items) is list and len(items) == 1 and type(items[0]) is bytes:
+            # One bytes item and no other caller: the blocking face's hot
+            # path, spelled out because each helper call costs about as much
+            # as a tenth of the whole push.
+            value: bytes = items[0]
+            lock = self._lock
+            store = self._store
+            if len(value) <= store.batch_bytes and lock.acquire(False):
+                try:
+                    if store.failure is not None or store.closed:
+                        store.check_usable()
+                    head, tail, payload_size = self._state
+                    if tail - head >= self.capacity:
+                        _plan.fifo_pushed(self._state, 1, len(value), self.capacity)  # raises
+                    size = len(value)
+                    store.write_element(
+                        tail, value, _plan.pack_fifo_counters(head, tail + 1, payload_size + size)
+                    )
+                    self._state = _new_state(FifoState, (head, tail + 1, payload_size + size))
+                    self._cache.append(value)
+                    self._cache_size += size
+                    self.arrivals += 1
+                    if self._cache_size > self._cache_limit:
+                        self._trim_cache()
+                    return
+                finally:
+                    lock.release()
         values = (
             items  # one bytes item: the common case, checked without a copy
             if type(items) is list and len(items) == 1 and type(items[0]) is bytes
@@ -401,7 +433,7 @@ class FifoCore(_CoreBase[FifoState]):
         # The one-caller case skips the Operation and the pending queue: it
         # is the hot path of the blocking face.
         lock = self._lock
-        if not lock.acquire(blocking=False):
+        if not lock.acquire(False):
             self.run(Operation(Kind.PUSH, (list(values),), sum(map(len, values))))
             return
         try:
@@ -447,19 +479,30 @@ class FifoCore(_CoreBase[FifoState]):
             else _validate.positive_int(max_elements, "max_elements")
         )
         lock = self._lock
-        if not lock.acquire(blocking=False):
+        if not lock.acquire(False):
             result: list[bytes] = self.run(Operation(Kind.POP, (limit,)))
             return result
         try:
             store = self._store
-            if store.failure is not None or store.closed:
-                store.check_usable()
             state = self._state
             cache = self._cache
-            if limit == 1 and state.tail - len(cache) == state.head and cache:
-                values = [cache[0]]  # the head is the oldest cached item
-            else:
-                values = self._read_head(state, min(limit, state.tail - state.head))
+            head, tail, payload_size = state
+            if store.failure is not None or store.closed:
+                store.check_usable()
+            if limit == 1 and cache and tail - len(cache) == head:
+                # The head is the oldest cached item: the hot path, spelled out.
+                value = cache[0]
+                size = len(value)
+                if size > payload_size:
+                    _plan.fifo_popped(state, 1, size)  # raises
+                store.write_element(
+                    head, None, _plan.pack_fifo_counters(head + 1, tail, payload_size - size)
+                )
+                self._state = _new_state(FifoState, (head + 1, tail, payload_size - size))
+                cache.popleft()
+                self._cache_size -= size
+                return [value]
+            values = self._read_head(state, min(limit, tail - head))
             if values:
                 size = len(values[0]) if len(values) == 1 else sum(map(len, values))
                 new_state = _plan.fifo_popped(state, len(values), size)
@@ -467,10 +510,7 @@ class FifoCore(_CoreBase[FifoState]):
                     state.head, new_state.head, _plan.encode_fifo_state(new_state)
                 )
                 self._state = new_state
-                if len(values) == 1 and len(cache) == new_state.tail - new_state.head + 1:
-                    self._cache_size -= len(cache.popleft())
-                else:
-                    self._trim_cache()
+                self._trim_cache()
             return values
         finally:
             lock.release()
@@ -665,10 +705,16 @@ class MpmcCore(_CoreBase[MpmcState]):
         batch_bytes: object = DEFAULT_BATCH_BYTES,
         clock: Clock = time.time,
         directory_mode: object = DEFAULT_DIRECTORY_MODE,
+        cache_bytes: object = DEFAULT_CACHE_BYTES,
     ) -> None:
         absolute = _validate.queue_path(path)
         mode = _validate.directory_mode(directory_mode)
         self.ttl = _validate.ttl_seconds(ttl)
+        self._cache_limit = _validate.non_negative_int(cache_bytes, "cache_bytes")
+        # Recently added items (without their stamps) by index, oldest first:
+        # labels that keep up read them without touching the disk.
+        self._cache: dict[int, bytes] = {}
+        self._cache_size = 0
         # Rounded up, so that a TTL under a millisecond still expires.
         self._ttl_ms = math.ceil(self.ttl * 1000)
         batch_limit = _validate.positive_int(batch_bytes, "batch_bytes")
@@ -771,23 +817,126 @@ class MpmcCore(_CoreBase[MpmcState]):
     def remove_label_operation(label: object) -> Operation:
         return Operation(Kind.REMOVE_LABEL, (_validate.label_name(label),))
 
-    def add(self, items: object) -> None:
-        """Append ``items`` atomically, stamped with the current time."""
+    def add(self, items: object, no_gil: object = True) -> None:
+        """Append ``items`` atomically, stamped with the current time.
+
+        ``no_gil`` is RocksQ's argument, accepted and ignored.
+        """
+        if no_gil is not True and no_gil is not False:
+            _validate.flag(no_gil, "no_gil")
+        # One bytes item and no other caller: the blocking face's hot path.
+        if type(items) is list and len(items) == 1 and type(items[0]) is bytes:
+            lock = self._lock
+            if lock.acquire(False):
+                try:
+                    if self._add_one_locked(items[0]):
+                        return
+                finally:
+                    lock.release()
         self.run(self.add_operation(items))
+
+    def _expiry_due(self, now_ms: int) -> bool:
+        """Whether the element at the head has expired (as ``_expire`` decides)."""
+        head_timestamp = self._head_timestamp_ms
+        return (
+            head_timestamp is not None
+            and self._ttl_ms > 0
+            and head_timestamp <= now_ms - self._ttl_ms
+        )
+
+    def _add_one_locked(self, value: bytes) -> bool:
+        """The add() of one item as a single put, if nothing expires; False otherwise."""
+        store = self._store
+        if store.failure is not None or store.closed:
+            store.check_usable()
+        now_ms = int(self._clock() * 1000)
+        if self._expiry_due(now_ms):
+            return False  # the general path plans the expiry in the same batch
+        head_timestamp = self._head_timestamp_ms
+        head, tail, newest, positions = self._state
+        if len(value) + _plan.TIMESTAMP_BYTES > store.batch_bytes or tail >= _plan.MAX_INDEX:
+            return False
+        timestamp = now_ms if now_ms > newest else newest
+        store.write_element(
+            tail, _plan.stamp(timestamp, value), _plan.pack_mpmc_counters(head, tail + 1, timestamp)
+        )
+        self._state = _new_state(MpmcState, (head, tail + 1, timestamp, positions))
+        if head_timestamp is None:
+            self._head_timestamp_ms = timestamp if head == tail else self._timestamp_at(head, None)
+        self._remember([value])
+        self.arrivals += 1
+        return True
 
     def next(
         self,
         label: object,
         start_position: object = StartPosition.Oldest,
         max_elements: object = 1,
+        no_gil: object = True,
     ) -> tuple[list[bytes], bool]:
         """Read up to ``max_elements`` for ``label`` and save its new position.
 
         The bool is True exactly once after elements this label had not read
-        were removed by TTL.
+        were removed by TTL. ``no_gil`` is RocksQ's argument, accepted and ignored.
         """
+        if no_gil is not True and no_gil is not False:
+            _validate.flag(no_gil, "no_gil")
+        if (
+            max_elements == 1
+            and type(max_elements) is int
+            and type(label) is str
+            and (start_position is StartPosition.Oldest or start_position is StartPosition.Newest)
+        ):
+            lock = self._lock
+            if lock.acquire(False):
+                try:
+                    read = self._next_one_locked(label)
+                    if read is not None:
+                        return read
+                finally:
+                    lock.release()
         items, expired, _start = self.run(self.next_operation(label, start_position, max_elements))
         return items, expired
+
+    def _next_one_locked(self, label: str) -> tuple[list[bytes], bool] | None:
+        """next(label) of one item for a known label as a single put; None if it needs more."""
+        store = self._store
+        if store.failure is not None or store.closed:
+            store.check_usable()
+        head, tail, newest, positions = self._state
+        saved = positions.get(label)  # a known label was validated when it was first used
+        if (
+            saved is None
+            or saved.expired_unseen
+            or self._returned.get(label)
+            or (self._expiry_due(int(self._clock() * 1000)))
+        ):
+            return None
+        index = saved.index
+        if index >= tail:
+            return [], False
+        item = self._cache.get(index)
+        if item is None:
+            item = _plan.unstamp(store.read_elements(index, 1)[0])
+        moved = LabelPosition(index + 1)
+        store.put_position(label.encode("utf-8"), _plan.encode_position(moved))
+        moved_positions = dict(positions)
+        moved_positions[label] = moved
+        self._state = _new_state(MpmcState, (head, tail, newest, moved_positions))
+        return [item], False
+
+    def _remember(self, values: list[bytes]) -> None:
+        """Cache values just added at the tail; forget the oldest beyond the limit."""
+        cache = self._cache
+        first = self._state.tail - len(values)
+        for offset, value in enumerate(values):
+            cache[first + offset] = value
+        self._cache_size += sum(map(len, values))
+        # Every add comes through here: the cache holds [tail - len(cache), tail).
+        oldest = self._state.tail - len(cache)
+        while self._cache_size > self._cache_limit:
+            self._cache_size -= len(cache.pop(oldest))
+            oldest += 1
 
     def remove_label(self, label: object) -> bool:
         """Forget ``label`` and its position; False when it did not exist."""
@@ -856,6 +1005,8 @@ class MpmcCore(_CoreBase[MpmcState]):
                 self.arrivals += 1
         head_moved = state.head != self._state.head or self._head_timestamp_ms is None
         self._state = state
+        if added:
+            self._remember([_plan.unstamp(value) for value in added])
         if head_moved:
             self._head_timestamp_ms = self._timestamp_at(state.head, None)
 
@@ -876,8 +1027,7 @@ class MpmcCore(_CoreBase[MpmcState]):
             return state, (items, False, None)
         start = _plan.label_start(state, label, start_position)
         count = _plan.readable_count(state, start, limit)
-        stored = self._read(start.index, count, committed_tail, added)
-        items = [_plan.unstamp(value) for value in stored]
+        items = self._read(start.index, count, committed_tail, added)
         state, expired = _plan.plan_mpmc_next(state, label, start, count, plan)
         return state, (items, expired, start.index)
 
@@ -925,11 +1075,16 @@ class MpmcCore(_CoreBase[MpmcState]):
         self.run(Operation(Kind.RELEASE, (lease,)))
 
     def _read(self, start: int, count: int, committed_tail: int, added: list[bytes]) -> list[bytes]:
-        from_disk = max(0, min(count, committed_tail - start))
-        values = self._store.read_elements(start, from_disk)
-        if from_disk < count:
-            offset = start + from_disk - committed_tail
-            values.extend(added[offset : offset + count - from_disk])
+        """Items (unstamped) at [start, start + count): cached, stored, or added by this group."""
+        committed_stop = start + max(0, min(count, committed_tail - start))
+        # The cache holds the committed indices [committed_tail - len(cache), committed_tail).
+        cached_from = min(max(start, committed_tail - len(self._cache)), committed_stop)
+        unstamp = _plan.unstamp
+        values = [unstamp(value) for value in self._store.read_elements(start, cached_from - start)]
+        values.extend(self._cache[index] for index in range(cached_from, committed_stop))
+        if committed_stop < start + count:
+            offset = committed_stop - committed_tail
+            values.extend(unstamp(value) for value in added[offset : offset + count - len(values)])
         return values
 
     def _give_back_locked(self, operation: Operation) -> None:

@@ -125,6 +125,10 @@ def encode_fifo_state(state: FifoState) -> bytes:
     return _FIFO_STATE.pack(*state)
 
 
+pack_fifo_counters = _FIFO_STATE.pack
+"""``pack_fifo_counters(head, tail, payload_size)``: encode_fifo_state for the hot path."""
+
+
 def decode_fifo_state(raw: bytes) -> FifoState:
     if len(raw) != _FIFO_STATE.size:
         raise QueueCorruptedError(
@@ -266,6 +270,10 @@ class MpmcState(NamedTuple):
 
 def encode_mpmc_counters(state: MpmcState) -> bytes:
     return _MPMC_STATE.pack(state.head, state.tail, state.newest_timestamp_ms)
+
+
+pack_mpmc_counters = _MPMC_STATE.pack
+"""``pack_mpmc_counters(head, tail, newest_timestamp_ms)``: for the hot path."""
 
 
 def decode_mpmc_counters(raw: bytes) -> tuple[int, int, int]:

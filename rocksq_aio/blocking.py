@@ -7,10 +7,9 @@ and has no effect: the GIL handling is decided by the core (see the README).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _validate
 from ._core import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_CAPACITY,
@@ -29,7 +28,7 @@ from ._errors import (
     QueueLockedError,
 )
 from ._storage import DEFAULT_BATCH_BYTES
-from ._types import BytesLike, StartPosition
+from ._types import StartPosition
 
 __all__ = [
     "MpmcQueue",
@@ -154,19 +153,3 @@ class MpmcQueue(MpmcCore):
             batch.nack()
             raise
         batch.ack()
-
-    def add(self, items: Sequence[BytesLike], no_gil: bool = True) -> None:  # type: ignore[override]
-        if no_gil is not True and no_gil is not False:
-            _validate.flag(no_gil, "no_gil")
-        MpmcCore.add(self, items)
-
-    def next(  # type: ignore[override]
-        self,
-        label: str,
-        start_position: StartPosition = StartPosition.Oldest,
-        max_elements: int = 1,
-        no_gil: bool = True,
-    ) -> tuple[list[bytes], bool]:
-        if no_gil is not True and no_gil is not False:
-            _validate.flag(no_gil, "no_gil")
-        return MpmcCore.next(self, label, start_position, max_elements)

@@ -245,6 +245,21 @@ def test_ttl_expiry_during_next(queue_path: str, clock: FakeClock) -> None:
         assert queue.next("fresh", max_elements=10) == ([b"c"], False)
 
 
+@pytest.mark.parametrize("cache_bytes", [0, 1 << 20])
+def test_one_item_next_expires_first(queue_path: str, clock: FakeClock, cache_bytes: int) -> None:
+    # next(label) of one item for a known label is the blocking face's
+    # shortcut: it must still expire what is due before it reads.
+    with MpmcQueue(queue_path, 10, clock=clock, cache_bytes=cache_bytes) as queue:
+        queue.add([b"a", b"b"])
+        assert queue.next("reader") == ([b"a"], False)
+        clock.advance(11)
+        assert queue.next("reader") == ([], True)
+        assert queue.len == 0
+        queue.add([b"c"])
+        assert queue.next("reader") == ([b"c"], False)
+        assert queue.next("reader") == ([], False)
+
+
 def test_elements_younger_than_ttl_stay(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
         queue.add([b"a"])

@@ -267,7 +267,22 @@ class MpmcMachine(RuleBasedStateMachine):
         self.model = MpmcModel(TTL_SECONDS * 1000)
         self.expiry_reports = 0
         self.calls_since_open = 0  # as in FifoMachine
-        self.queue: MpmcQueue | None = MpmcQueue(self.path, ttl=TTL_SECONDS, clock=self.clock)
+        self.cache_bytes: int | None = None
+        self.queue: MpmcQueue | None = self._open()
+
+    def _open(self) -> MpmcQueue:
+        if self.cache_bytes is None:
+            return MpmcQueue(self.path, ttl=TTL_SECONDS, clock=self.clock)
+        return MpmcQueue(self.path, ttl=TTL_SECONDS, clock=self.clock, cache_bytes=self.cache_bytes)
+
+    # Reads come from the cache of recent elements, from disk (cache_bytes=0),
+    # or from both (16 bytes: a few items).
+    @initialize(cache_bytes=st.sampled_from([0, 16, None]))
+    def choose_cache(self, cache_bytes: int | None) -> None:
+        self.cache_bytes = cache_bytes
+        self.open_queue.close()
+        self.queue = None
+        self.queue = self._open()
 
     @property
     def open_queue(self) -> MpmcQueue:
@@ -321,7 +336,7 @@ class MpmcMachine(RuleBasedStateMachine):
     def reopen(self) -> None:
         self.open_queue.close()
         self.queue = None
-        self.queue = MpmcQueue(self.path, ttl=TTL_SECONDS, clock=self.clock)
+        self.queue = self._open()
         self.calls_since_open = 0
 
     @invariant()
