@@ -106,7 +106,17 @@ class MpmcLease:
 class Operation:
     """One validated call waiting for, or done by, a group commit."""
 
-    __slots__ = ("abandoned", "arguments", "error", "kind", "result", "size", "stage")
+    __slots__ = (
+        "abandoned",
+        "arguments",
+        "error",
+        "kind",
+        "leads",
+        "result",
+        "size",
+        "stage",
+        "waiter",
+    )
 
     def __init__(self, kind: Kind, arguments: tuple[Any, ...], size: int = 0) -> None:
         self.kind = kind
@@ -116,6 +126,10 @@ class Operation:
         self.result: Any = None
         self.error: BaseException | None = None
         self.abandoned = False
+        self.waiter: Any = None
+        """What the async caller waits on: set once the operation is done, or leads."""
+        self.leads = False
+        """Async face: the caller was picked to lead the next drain."""
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -384,8 +398,10 @@ class FifoCore(_CoreBase[FifoState]):
 
     @staticmethod
     def push_operation(items: object) -> Operation:
+        if type(items) is list and len(items) == 1 and type(items[0]) is bytes:
+            return Operation(Kind.PUSH, ([items[0]],), len(items[0]))  # the common case
         values = _validate.item_list(items)
-        return Operation(Kind.PUSH, (values,), sum(len(value) for value in values))
+        return Operation(Kind.PUSH, (values,), sum(map(len, values)))
 
     @staticmethod
     def pop_operation(max_elements: object = 1) -> Operation:
@@ -611,19 +627,31 @@ class FifoCore(_CoreBase[FifoState]):
         cached = 0
         leased: list[Lease] = []
         try:
-            for operation in group:
+            position, count = 0, len(group)
+            while position < count:
+                operation = group[position]
+                position += 1
                 if operation.kind is Kind.PUSH:
-                    values = operation.arguments[0]
-                    if not values:
-                        continue
-                    try:
-                        state = _plan.plan_fifo_push(state, values, self.capacity, plan)
-                    except QueueError as error:
-                        operation.error = error
-                        continue
+                    # Consecutive pushes become one append: planning them one
+                    # by one cost more than writing them.
+                    pushes = [operation]
+                    while position < count and group[position].kind is Kind.PUSH:
+                        pushes.append(group[position])
+                        position += 1
+                    state, refusals = _plan.plan_fifo_pushes(
+                        state, [push.arguments[0] for push in pushes], self.capacity, plan
+                    )
+                    accepted: list[bytes] = []
+                    accepted_size = 0
+                    for push, refusal in zip(pushes, refusals, strict=True):
+                        if refusal is None:
+                            accepted.extend(push.arguments[0])
+                            accepted_size += push.size
+                        else:
+                            push.error = refusal
                     # Later pops of this group read these from the cache.
-                    self._cache_tentatively(values, operation.size)
-                    cached += len(values)
+                    self._cache_tentatively(accepted, accepted_size)
+                    cached += len(accepted)
                 elif operation.kind is Kind.POP:
                     values = self._read_head(state, min(operation.arguments[0], state.length))
                     state = _plan.plan_fifo_pop(state, values, plan)

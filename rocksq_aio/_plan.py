@@ -153,11 +153,15 @@ def fifo_pushed(state: FifoState, count: int, size: int, capacity: int) -> FifoS
     """
     head, tail, payload_size = state
     if tail - head + count > capacity:
-        raise QueueFullError(
-            f"Queue is full: {tail - head} elements stored, pushing {count} would exceed "
-            f"max_elements={capacity}; nothing was written"
-        )
+        raise queue_full(tail - head, count, capacity)
     return FifoState(head, tail + count, payload_size + size)
+
+
+def queue_full(length: int, count: int, capacity: int) -> QueueFullError:
+    return QueueFullError(
+        f"Queue is full: {length} elements stored, pushing {count} would exceed "
+        f"max_elements={capacity}; nothing was written"
+    )
 
 
 def fifo_popped(state: FifoState, count: int, size: int) -> FifoState:
@@ -180,6 +184,28 @@ def plan_fifo_push(
     plan.data_bytes += size
     plan.meta_puts = [(STATE_KEY, encode_fifo_state(new_state))]
     return new_state
+
+
+def plan_fifo_pushes(
+    state: FifoState, calls: list[list[bytes]], capacity: int, plan: WritePlan
+) -> tuple[FifoState, list[QueueFullError | None]]:
+    """Plan consecutive push calls as one append, each call all or nothing on its own.
+
+    Returns the new state and, per call, None or the error that refused it.
+    """
+    refusals: list[QueueFullError | None] = []
+    accepted: list[bytes] = []
+    length = state.tail - state.head
+    for items in calls:
+        if length + len(items) > capacity:
+            refusals.append(queue_full(length, len(items), capacity))
+            continue
+        length += len(items)
+        accepted.extend(items)
+        refusals.append(None)
+    if accepted:
+        state = plan_fifo_push(state, accepted, capacity, plan)
+    return state, refusals
 
 
 def plan_fifo_pop(state: FifoState, popped: list[bytes], plan: WritePlan) -> FifoState:

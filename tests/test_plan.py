@@ -39,6 +39,7 @@ from rocksq_aio._plan import (
     plan_fifo_create,
     plan_fifo_pop,
     plan_fifo_push,
+    plan_fifo_pushes,
     plan_fifo_unpop,
     plan_mpmc_add,
     plan_mpmc_create,
@@ -219,6 +220,42 @@ def test_fifo_push_over_capacity_plans_nothing() -> None:
     assert plan == snapshot
     apply(store, plan)
     assert check_fifo(store, [b"a", b"b", b"c"]) == state2
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    calls=st.lists(st.lists(st.binary(max_size=4), max_size=4), max_size=8),
+    capacity=st.integers(min_value=1, max_value=10),
+    stored=st.integers(min_value=0, max_value=10),
+)
+def test_fifo_pushes_plan_like_pushes_one_by_one(
+    calls: list[list[bytes]], capacity: int, stored: int
+) -> None:
+    """A run of pushes planned together: each call accepted or refused on its own, in order."""
+    _store, state = fresh_fifo()
+    state = plan_fifo_push(state, [b"s"] * min(stored, capacity), capacity, WritePlan())
+
+    one_by_one = WritePlan()
+    expected_state, expected_refused = state, []
+    for items in calls:
+        try:
+            expected_state = plan_fifo_push(expected_state, items, capacity, one_by_one)
+        except QueueFullError:
+            expected_refused.append(True)
+        else:
+            expected_refused.append(False)
+
+    together = WritePlan()
+    new_state, refusals = plan_fifo_pushes(state, calls, capacity, together)
+    assert new_state == expected_state
+    assert [refusal is not None for refusal in refusals] == expected_refused
+    assert all(isinstance(refusal, QueueFullError) for refusal in refusals if refusal is not None)
+    assert together.data_puts == one_by_one.data_puts
+    assert together.data_bytes == one_by_one.data_bytes
+    if together.data_puts:
+        assert together.meta_puts == one_by_one.meta_puts
+    else:
+        assert together.is_empty, "pushes of nothing (or all refused) write nothing"
 
 
 def test_fifo_exact_fit_is_allowed() -> None:
