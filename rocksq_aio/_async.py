@@ -9,12 +9,11 @@ core give back the items of a pop/next that already committed.
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -53,13 +52,6 @@ class _InflightSlots:
         self.free = total
         self._waiters: deque[anyio.Event] = deque()
 
-    def try_acquire(self) -> bool:
-        """Take a slot without waiting, if one is free and nobody queues for one."""
-        if self.free > 0 and not self._waiters:
-            self.free -= 1
-            return True
-        return False
-
     async def acquire(self) -> None:
         while self.free <= 0:
             woken = anyio.Event()
@@ -81,30 +73,6 @@ class _InflightSlots:
     def _wake_next(self) -> None:
         if self._waiters and self.free > 0:
             self._waiters.popleft().set()
-
-
-_Waiter = Union["asyncio.Future[None]", anyio.Event]
-
-
-def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-async def _wait_for(waiter: _Waiter) -> None:
-    if isinstance(waiter, anyio.Event):
-        await waiter.wait()
-    else:
-        await waiter
-
-
-def _wake(waiter: _Waiter) -> None:
-    if isinstance(waiter, anyio.Event):
-        waiter.set()
-    elif not waiter.done():
-        waiter.set_result(None)
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -151,18 +119,12 @@ class _AsyncQueue(Generic[CoreT]):
         # anyio primitives need a running event loop: made on first use.
         self._limiter: anyio.CapacityLimiter | None = None
         self._loop: object = None
-        # The loop itself when anyio runs on asyncio: callers then wait on
-        # plain futures, ten times cheaper to make than anyio.Event.
-        self._asyncio_loop: asyncio.AbstractEventLoop | None = None
         self._inflight = _InflightSlots(self._max_inflight)
         self._arrival: anyio.Event | None = None
         self._seen_arrivals = 0
-        # True while one caller has the worker drain pending operations, or
-        # was picked to lead the next drain. Callers that do not lead wait in
-        # _waiting, each on its own waiter, woken once: when its operation is
-        # done, or when it is picked to lead.
-        self._leading = False
-        self._waiting: list[Operation] = []
+        # Set while one task has the worker drain pending operations; the
+        # other callers wait for it instead of queueing drains of their own.
+        self._draining: anyio.Event | None = None
         # Items that open iterators (items(), consume()) have read but not yet
         # yielded; closing the queue gives them back before the core closes.
         self._held: set[_Held] = set()
@@ -202,19 +164,9 @@ class _AsyncQueue(Generic[CoreT]):
         loop = anyio.lowlevel.current_token().native_token
         if loop is not self._loop:
             self._loop = loop
-            self._asyncio_loop = loop if isinstance(loop, asyncio.AbstractEventLoop) else None
             self._limiter = None
             self._arrival = None
-            self._leading = False
-            self._waiting = []
-
-    def _new_waiter(self) -> _Waiter:
-        loop = _running_asyncio_loop()
-        if loop is None or loop is not self._asyncio_loop:
-            self._follow_event_loop()
-            if loop is None or loop is not self._asyncio_loop:
-                return anyio.Event()
-        return loop.create_future()
+            self._draining = None
 
     def _worker_limiter(self) -> anyio.CapacityLimiter:
         self._follow_event_loop()
@@ -225,29 +177,18 @@ class _AsyncQueue(Generic[CoreT]):
     async def _perform(self, operation: Operation) -> Any:
         core = self._core
         inflight = self._inflight
-        if not inflight.try_acquire():
-            await inflight.acquire()
+        await inflight.acquire()
         try:
             core.submit(operation)
             try:
                 while operation.stage is not Stage.DONE:
-                    if operation.leads or not self._leading:
-                        operation.leads = False
+                    if self._draining is None:
                         await self._lead_drain()
                     else:
-                        # A drain is running (or about to): this operation is
-                        # in it or in a later one; we are woken when it is done.
-                        operation.waiter = self._new_waiter()
-                        self._waiting.append(operation)
-                        await _wait_for(operation.waiter)
-                if operation.leads:
-                    # Picked to lead, but the drain left running by a
-                    # cancelled leader finished this operation first.
-                    self._resign(operation)
+                        # A drain is running in the worker: it or the next one
+                        # (led by one of us) will take this operation too.
+                        await self._draining.wait()
             except BaseException:
-                operation.waiter = None  # nobody waits on it any more: never picked to lead
-                if operation.leads:
-                    self._resign(operation)
                 core.abandon(operation)
                 raise
             finally:
@@ -257,7 +198,7 @@ class _AsyncQueue(Generic[CoreT]):
         return operation.outcome()
 
     async def _lead_drain(self) -> None:
-        self._leading = True
+        finished = self._draining = anyio.Event()
         try:
             # Shielded: a leader cancelled before the worker started (at the
             # limiter, say) would hand the lead to the next caller, which may
@@ -269,39 +210,8 @@ class _AsyncQueue(Generic[CoreT]):
                 await anyio.lowlevel.checkpoint()
                 await anyio.to_thread.run_sync(self._core.drain, limiter=self._worker_limiter())
         finally:
-            self._leading = False
-            self._wake_finished()
-
-    def _resign(self, operation: Operation) -> None:
-        operation.leads = False
-        self._leading = False
-        self._wake_finished()
-
-    def _wake_finished(self) -> None:
-        """Wake the callers whose operations are done; pick one still pending to lead."""
-        still_pending: list[Operation] = []
-        for operation in self._waiting:
-            if operation.stage is Stage.PENDING or operation.stage is Stage.RUNNING:
-                still_pending.append(operation)
-            elif operation.waiter is not None:
-                _wake(operation.waiter)
-        self._waiting = still_pending
-        self._pick_leader()
-
-    def _pick_leader(self) -> None:
-        if self._leading:
-            return
-        # _waiting holds only PENDING and RUNNING operations. A RUNNING one
-        # means its drain is still in the worker while its leader was
-        # cancelled (plain asyncio cancellation is not held off by shields):
-        # the new leader's drain waits for that one, then wakes its callers.
-        for position, operation in enumerate(self._waiting):
-            if operation.waiter is not None and operation.stage <= Stage.RUNNING:
-                del self._waiting[position]
-                operation.leads = True
-                self._leading = True
-                _wake(operation.waiter)
-                return
+            self._draining = None
+            finished.set()
 
     def _announce_arrivals(self) -> None:
         # Wakes waiters on the event loop thread once the core has

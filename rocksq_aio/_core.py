@@ -106,17 +106,7 @@ class MpmcLease:
 class Operation:
     """One validated call waiting for, or done by, a group commit."""
 
-    __slots__ = (
-        "abandoned",
-        "arguments",
-        "error",
-        "kind",
-        "leads",
-        "result",
-        "size",
-        "stage",
-        "waiter",
-    )
+    __slots__ = ("abandoned", "arguments", "error", "kind", "result", "size", "stage")
 
     def __init__(self, kind: Kind, arguments: tuple[Any, ...], size: int = 0) -> None:
         self.kind = kind
@@ -126,10 +116,6 @@ class Operation:
         self.result: Any = None
         self.error: BaseException | None = None
         self.abandoned = False
-        self.waiter: Any = None
-        """What the async caller waits on: set once the operation is done, or leads."""
-        self.leads = False
-        """Async face: the caller was picked to lead the next drain."""
 
     def outcome(self) -> Any:
         if self.error is not None:
