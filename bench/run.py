@@ -829,11 +829,17 @@ LIMITS: dict[str, str] = {
         "(coroutine, operation, in-flight slot, wake-up); 3x a quiet RocksQ nonblocking "
         "(~110k/s) would need <3 us per item end to end, under one GIL"
     ),
+    "w8a": (
+        "persist-queue's rate depends on fsync latency: ~770/s on the loaded machine "
+        "(66x) but ~1.9k/s when it is idle; with w8's N=1000 our whole run lasts ~15-30 ms, "
+        "so our rate there is dominated by per-run fixed costs (the same code does ~95-100k "
+        "msgs/s in w1 at N=10000)"
+    ),
     "w8b": (
         "one task awaits one operation at a time, so every operation pays a full thread hop "
         "to the worker (anyio.to_thread.run_sync) and back: a bare run_sync of a no-op costs "
-        "~145-185 us on this 2-core VM (run_in_executor ~90-155 us), with nothing to "
-        "group-commit it with"
+        "~150-350 us on this 2-core VM, more when it is idle (run_in_executor ~90-155 us), "
+        "with nothing to group-commit it with"
     ),
 }
 
