@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from . import _plan, _validate
 from ._errors import QueueCorruptedError, QueueError
@@ -400,11 +400,12 @@ class FifoCore(_CoreBase[FifoState]):
         """
         if no_gil is not True and no_gil is not False:
             _validate.flag(no_gil, "no_gil")
-        if type(items) is list and len(items) == 1 and type(items[0]) is bytes:
+        one_bytes_item = type(items) is list and len(items) == 1 and type(items[0]) is bytes
+        if one_bytes_item:
             # One bytes item and no other caller: the blocking face's hot
             # path, spelled out because each helper call costs about as much
             # as a tenth of the whole push.
-            value: bytes = items[0]
+            value: bytes = cast("list[bytes]", items)[0]
             lock = self._lock
             store = self._store
             if len(value) <= store.batch_bytes and lock.acquire(False):
@@ -413,7 +414,7 @@ class FifoCore(_CoreBase[FifoState]):
                         store.check_usable()
                     head, tail, payload_size = self._state
                     if tail - head >= self.capacity:
-                        _plan.fifo_pushed(self._state, 1, len(value), self.capacity)  # raises
+                        raise _plan.queue_full(tail - head, 1, self.capacity)
                     size = len(value)
                     store.write_element(
                         tail, value, _plan.pack_fifo_counters(head, tail + 1, payload_size + size)
@@ -427,11 +428,8 @@ class FifoCore(_CoreBase[FifoState]):
                     return
                 finally:
                     lock.release()
-        values = (
-            items  # one bytes item: the common case, checked without a copy
-            if type(items) is list and len(items) == 1 and type(items[0]) is bytes
-            else _validate.item_list(items)
-        )
+        # One bytes item is used as it is, without the validating copy.
+        values = cast("list[bytes]", items) if one_bytes_item else _validate.item_list(items)
         # The one-caller case skips the Operation and the pending queue: it
         # is the hot path of the blocking face.
         lock = self._lock
@@ -849,22 +847,24 @@ class MpmcCore(_CoreBase[MpmcState]):
                     lock.release()
         self.run(self.add_operation(items))
 
-    def _expiry_due(self, now_ms: int) -> bool:
-        """Whether the element at the head has expired (as ``_expire`` decides)."""
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _due_cutoff(self, now_ms: int) -> int | None:
+        """The expiry cutoff if the element at the head has expired, else None."""
+        cutoff = _plan.expiry_cutoff_ms(now_ms, self._ttl_ms)
         head_timestamp = self._head_timestamp_ms
-        return (
-            head_timestamp is not None
-            and self._ttl_ms > 0
-            and head_timestamp <= now_ms - self._ttl_ms
-        )
+        if cutoff is None or head_timestamp is None or head_timestamp > cutoff:
+            return None
+        return cutoff
 
     def _add_one_locked(self, value: bytes) -> bool:
         """The add() of one item as a single put, if nothing expires; False otherwise."""
         store = self._store
         if store.failure is not None or store.closed:
             store.check_usable()
-        now_ms = int(self._clock() * 1000)
-        if self._expiry_due(now_ms):
+        now_ms = self._now_ms()
+        if self._due_cutoff(now_ms) is not None:
             return False  # the general path plans the expiry in the same batch
         head_timestamp = self._head_timestamp_ms
         head, tail, newest, positions = self._state
@@ -923,7 +923,7 @@ class MpmcCore(_CoreBase[MpmcState]):
             saved is None
             or saved.expired_unseen
             or self._returned.get(label)
-            or (self._expiry_due(int(self._clock() * 1000)))
+            or self._due_cutoff(self._now_ms()) is not None
         ):
             return None
         index = saved.index
@@ -958,9 +958,8 @@ class MpmcCore(_CoreBase[MpmcState]):
         return removed
 
     def _expire(self, state: MpmcState, now_ms: int, plan: WritePlan) -> MpmcState:
-        cutoff = _plan.expiry_cutoff_ms(now_ms, self._ttl_ms)
-        head_timestamp = self._head_timestamp_ms
-        if cutoff is None or head_timestamp is None or head_timestamp > cutoff:
+        cutoff = self._due_cutoff(now_ms)
+        if cutoff is None:
             return state
         if state.newest_timestamp_ms <= cutoff:
             new_head = state.tail
@@ -979,16 +978,15 @@ class MpmcCore(_CoreBase[MpmcState]):
 
     def _execute(self, group: list[Operation]) -> None:
         plan = WritePlan()
-        now_ms = int(self._clock() * 1000)
+        now_ms = self._now_ms()
         state = self._expire(self._state, now_ms, plan)
         committed_tail = state.tail
-        added: list[bytes] = []  # stamped values of this group, from committed_tail on
+        added: list[bytes] = []  # items (unstamped) this group adds, from committed_tail on
         for operation in group:
             if operation.kind is Kind.ADD:
                 values = operation.arguments[0]
-                before = len(plan.data_puts)
                 state = _plan.plan_mpmc_add(state, values, now_ms, plan)
-                added.extend(value for _index, value in plan.data_puts[before:])
+                added.extend(values)
             elif operation.kind is Kind.NEXT:
                 state, operation.result = self._plan_read(
                     state, operation.arguments, plan, committed_tail, added
@@ -1020,7 +1018,7 @@ class MpmcCore(_CoreBase[MpmcState]):
         head_moved = state.head != self._state.head or self._head_timestamp_ms is None
         self._state = state
         if added:
-            self._remember([_plan.unstamp(value) for value in added])
+            self._remember(added)
         if head_moved:
             self._head_timestamp_ms = self._timestamp_at(state.head, None)
 
@@ -1098,7 +1096,7 @@ class MpmcCore(_CoreBase[MpmcState]):
         values.extend(self._cache[index] for index in range(cached_from, committed_stop))
         if committed_stop < start + count:
             offset = committed_stop - committed_tail
-            values.extend(unstamp(value) for value in added[offset : offset + count - len(values)])
+            values.extend(added[offset : offset + count - len(values)])
         return values
 
     def _give_back_locked(self, operation: Operation) -> None:
