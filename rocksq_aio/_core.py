@@ -31,6 +31,8 @@ from ._plan import (
     DATA_CF,
     FIFO_COLUMN_FAMILIES,
     FIFO_KIND,
+    FIFO_KIND_V1,
+    FIFO_KINDS,
     KIND_KEY,
     META_CF,
     MPMC_COLUMN_FAMILIES,
@@ -47,6 +49,9 @@ from ._types import StartPosition
 DEFAULT_CAPACITY = 1_000_000_000
 DEFAULT_DIRECTORY_MODE = 0o700
 """Mode of the directories a queue creates: queued work is often private."""
+SAVE_COUNTERS_EVERY = 1024
+"""One-item pushes and pops write only their data key; every this many, the
+counters go with it, which bounds what the next open has to look through."""
 DEFAULT_CACHE_BYTES = 8 * 1024 * 1024
 """Recently pushed items kept in memory so a pop soon after a push needs no read.
 Bounded in bytes, so memory never depends on the queue's capacity or length."""
@@ -123,8 +128,8 @@ class Operation:
         return self.result
 
 
-def _check_kind(store: Store, expected: bytes) -> bytes | None:
-    """Return the stored counters, or None for a queue that was never initialised."""
+def _check_kind(store: Store, expected: tuple[bytes, ...]) -> tuple[bytes, bytes] | None:
+    """Return the stored kind and counters, or None for a queue that was never initialised."""
     kind = store.get(META_CF, KIND_KEY)
     state = store.get(META_CF, STATE_KEY)
     if kind is None and state is None:
@@ -133,13 +138,13 @@ def _check_kind(store: Store, expected: bytes) -> bytes | None:
         return None
     if kind is None:
         raise QueueCorruptedError(f"queue at {store.path!r} has counters but lost its kind")
-    if kind != expected:
-        names = {FIFO_KIND: "a FIFO queue", MPMC_KIND: "an MPMC queue"}
+    if kind not in expected:
+        names = {kind: "a FIFO queue" for kind in FIFO_KINDS} | {MPMC_KIND: "an MPMC queue"}
         found = names.get(kind or b"", f"an unknown kind {kind!r}")
-        raise QueueError(f"path {store.path!r} holds {found}, not {names[expected]}")
+        raise QueueError(f"path {store.path!r} holds {found}, not {names[expected[0]]}")
     if state is None:
         raise QueueCorruptedError(f"queue at {store.path!r} has lost its counters")
-    return state
+    return kind, state
 
 
 def _check_data_matches(store: Store, head: int, tail: int) -> None:
@@ -311,7 +316,13 @@ class _CoreBase(Generic[StateT]):
     def close(self) -> None:
         """Release the queue; its path can be reopened at once."""
         with self._lock:
-            self._store.close()
+            try:
+                self._before_close_locked()
+            finally:
+                self._store.close()
+
+    def _before_close_locked(self) -> None:
+        """Last writes of a clean close."""
 
     def __enter__(self) -> _CoreBase[StateT]:
         return self
@@ -328,7 +339,10 @@ class _CoreBase(Generic[StateT]):
         store = getattr(self, "_store", None)
         if store is not None and not store.closed:
             with contextlib.suppress(QueueError):
-                store.close()
+                try:
+                    self._before_close_locked()
+                finally:
+                    store.close()
 
 
 class FifoCore(_CoreBase[FifoState]):
@@ -360,14 +374,15 @@ class FifoCore(_CoreBase[FifoState]):
             batch_bytes=batch_limit,
             directory_mode=mode,
         )
+        self._unsaved = 0
+        """One-item pushes and pops since the counters were last written."""
         try:
-            raw = _check_kind(self._store, FIFO_KIND)
-            if raw is None:
+            stored = _check_kind(self._store, FIFO_KINDS)
+            if stored is None:
                 self._state, plan = _plan.plan_fifo_create()
                 self._store.apply(plan, sync=True)
             else:
-                self._state = _plan.decode_fifo_state(raw)
-                _check_data_matches(self._store, self._state.head, self._state.tail)
+                self._state = self._recover(*stored)
                 self._release_dead_leases()
         except BaseException:
             self._store.close()
@@ -376,6 +391,44 @@ class FifoCore(_CoreBase[FifoState]):
         self._cache: deque[bytes] = deque()
         self._cache_size = 0
         self._leased_count = 0
+
+    def _recover(self, kind: bytes, raw_counters: bytes) -> FifoState:
+        """The queue's state at open, from its counters and its keys."""
+        store = self._store
+        saved = _plan.decode_fifo_state(raw_counters)
+        store.discard_staged()
+        if kind == FIFO_KIND_V1:
+            # v1 counters are exact, and keys beyond them are orphans.
+            _check_data_matches(store, saved.head, saved.tail)
+            state = saved
+        else:
+            bounds = store.data_key_bounds()
+            first = last = None
+            if bounds is not None:
+                lowest, last = bounds
+                first = lowest if lowest >= saved.head else store.first_data_index_from(saved.head)
+            head, tail = _plan.recovered_fifo_bounds(saved, first, last, SAVE_COUNTERS_EVERY)
+            if (head, tail) == (saved.head, saved.tail):
+                state = saved
+            else:
+                # Only a process that died with unsaved counters gets here:
+                # the payload of what is left has to be counted again.
+                state = FifoState(head, tail, store.payload_of(head, tail))
+            if bounds is not None and (bounds[0] < head or bounds[1] >= tail):
+                store.discard_outside(head, tail)
+        if state != saved or kind != FIFO_KIND:
+            plan = WritePlan(
+                meta_puts=[(KIND_KEY, FIFO_KIND), (STATE_KEY, _plan.encode_fifo_state(state))]
+            )
+            store.apply(plan, sync=True)
+        return state
+
+    def _before_close_locked(self) -> None:
+        # Saved counters spare the next open its search for the head and tail.
+        if self._unsaved and self._store.failure is None and not self._store.closed:
+            plan = WritePlan(meta_puts=[(STATE_KEY, _plan.encode_fifo_state(self._state))])
+            self._store.apply(plan)
+            self._unsaved = 0
 
     @property
     def payload_size(self) -> int:
@@ -416,9 +469,16 @@ class FifoCore(_CoreBase[FifoState]):
                     if tail - head >= self.capacity:
                         raise _plan.queue_full(tail - head, 1, self.capacity)
                     size = len(value)
-                    store.write_element(
-                        tail, value, _plan.pack_fifo_counters(head, tail + 1, payload_size + size)
-                    )
+                    if self._unsaved < SAVE_COUNTERS_EVERY:
+                        store.put_element(tail, value)
+                        self._unsaved += 1
+                    else:
+                        store.write_element(
+                            tail,
+                            value,
+                            _plan.pack_fifo_counters(head, tail + 1, payload_size + size),
+                        )
+                        self._unsaved = 0
                     self._state = _new_state(FifoState, (head, tail + 1, payload_size + size))
                     self._cache.append(value)
                     self._cache_size += size
@@ -495,9 +555,14 @@ class FifoCore(_CoreBase[FifoState]):
                 size = len(value)
                 if size > payload_size:
                     _plan.fifo_popped(state, 1, size)  # raises
-                store.write_element(
-                    head, None, _plan.pack_fifo_counters(head + 1, tail, payload_size - size)
-                )
+                if self._unsaved < SAVE_COUNTERS_EVERY:
+                    store.delete_element(head)
+                    self._unsaved += 1
+                else:
+                    store.write_element(
+                        head, None, _plan.pack_fifo_counters(head + 1, tail, payload_size - size)
+                    )
+                    self._unsaved = 0
                 self._state = _new_state(FifoState, (head + 1, tail, payload_size - size))
                 cache.popleft()
                 self._cache_size -= size
@@ -755,12 +820,13 @@ class MpmcCore(_CoreBase[MpmcState]):
             raise
 
     def _load(self) -> MpmcState:
-        raw = _check_kind(self._store, MPMC_KIND)
-        if raw is None:
+        stored = _check_kind(self._store, (MPMC_KIND,))
+        if stored is None:
             state, plan = _plan.plan_mpmc_create()
             self._store.apply(plan, sync=True)
             return state
-        head, tail, newest = _plan.decode_mpmc_counters(raw)
+        head, tail, newest = _plan.decode_mpmc_counters(stored[1])
+        self._store.discard_staged()
         _check_data_matches(self._store, head, tail)
         positions = dict(
             _plan.decode_position(key, value, head, tail)

@@ -11,7 +11,13 @@ Layout on disk (column families):
 * ``data``: key = 8-byte big-endian element index, so RocksDB order is queue
   order. FIFO value = the item; MPMC value = 8-byte big-endian timestamp in
   milliseconds followed by the item.
-* ``meta``: ``kind`` (which queue and format) and ``state`` (the counters).
+* ``meta``: ``kind`` (which queue and format), ``state`` (the counters) and,
+  only while a large write is half done, ``staging`` (see ``_storage.Store.apply``).
+
+FIFO format v2: the one-item push and pop write only their data key, so the
+saved counters may lag behind the keys; they are a starting point from which
+``recovered_fifo_bounds`` finds the true head and tail at open. Every other
+write saves the counters with it, and so does a clean close.
 * ``positions`` (MPMC only): key = UTF-8 label, value = 8-byte index of the next
   element to read + 1 byte of flags.
 """
@@ -35,7 +41,11 @@ LEASED_CF = "leased"
 
 KIND_KEY = b"kind"
 STATE_KEY = b"state"
-FIFO_KIND = b"rocksq_aio.fifo.v1"
+STAGING_KEY = b"staging"
+FIFO_KIND = b"rocksq_aio.fifo.v2"
+FIFO_KIND_V1 = b"rocksq_aio.fifo.v1"
+"""Counters always exact; read, and upgraded to v2 at the first open."""
+FIFO_KINDS = (FIFO_KIND, FIFO_KIND_V1)
 MPMC_KIND = b"rocksq_aio.mpmc.v1"
 
 FIFO_COLUMN_FAMILIES = (DATA_CF, META_CF, LEASED_CF)
@@ -48,6 +58,7 @@ _FIFO_STATE = struct.Struct(">QQQ")  # head, tail, payload_size
 _MPMC_STATE = struct.Struct(">QQQ")  # head, tail, timestamp of the newest element (ms)
 _POSITION = struct.Struct(">QB")  # next index to read, flags
 _TIMESTAMP = struct.Struct(">Q")
+_STAGED_RANGE = struct.Struct(">QQ")  # start, stop
 TIMESTAMP_BYTES = _TIMESTAMP.size
 _EXPIRED_UNSEEN = 1
 
@@ -59,6 +70,21 @@ def decode_index(key: bytes) -> int:
         raise QueueCorruptedError(f"data key of {len(key)} bytes, expected {_INDEX.size}")
     index: int = _INDEX.unpack(key)[0]
     return index
+
+
+def encode_staged_range(start: int, stop: int) -> bytes:
+    return _STAGED_RANGE.pack(start, stop)
+
+
+def decode_staged_range(raw: bytes) -> tuple[int, int]:
+    if len(raw) != _STAGED_RANGE.size:
+        raise QueueCorruptedError(
+            f"staging marker is {len(raw)} bytes long, expected {_STAGED_RANGE.size}"
+        )
+    start, stop = _STAGED_RANGE.unpack(raw)
+    if start >= stop:
+        raise QueueCorruptedError(f"staging marker names an empty range [{start}, {stop})")
+    return start, stop
 
 
 @dataclass(slots=True)
@@ -257,6 +283,39 @@ def plan_fifo_release(
     """Return leased items to the head of the queue, in their order, for the next reader."""
     plan_fifo_acknowledge(indices, plan)
     return plan_fifo_unpop(state, items, plan)
+
+
+def recovered_fifo_bounds(
+    saved: FifoState, first: int | None, last: int | None, max_unsaved: int
+) -> tuple[int, int]:
+    """The true head and tail of a v2 FIFO queue, from its saved counters and its keys.
+
+    ``first`` is the lowest data index stored at or past ``saved.head`` and
+    ``last`` the highest stored (None when there are none). Since the counters
+    were saved, at most ``max_unsaved`` one-item pushes (a key at the tail) and
+    pops (the key at the head deleted) can have happened, so the keys still
+    form one run that starts at most that far past the saved head and ends
+    at most that far past the saved tail. An empty queue keeps the saved tail
+    as its position: indices used and deleted since may be used again.
+    """
+    if first is None or last is None:
+        if saved.length > max_unsaved:
+            raise QueueCorruptedError(
+                f"the counters say the queue holds {saved.length} elements, but it stores none"
+            )
+        return saved.tail, saved.tail
+    if last < first:
+        raise AssertionError("the last key cannot precede the first")
+    if last + 1 < saved.tail:
+        raise QueueCorruptedError(
+            f"the counters say the queue ends at {saved.tail}, but its last element is {last}"
+        )
+    if (first - saved.head) + (last + 1 - saved.tail) > max_unsaved:
+        raise QueueCorruptedError(
+            f"the counters say the queue holds [{saved.head}, {saved.tail}), but it stores "
+            f"[{first}, {last + 1}): more changed than can have gone unsaved"
+        )
+    return first, last + 1
 
 
 def plan_fifo_create() -> tuple[FifoState, WritePlan]:

@@ -38,15 +38,18 @@ from ._errors import (
 )
 from ._plan import (
     DATA_CF,
-    FIFO_KIND,
+    FIFO_KINDS,
     KIND_KEY,
     META_CF,
     MPMC_KIND,
     POSITIONS_CF,
+    STAGING_KEY,
     STATE_KEY,
     WritePlan,
     decode_index,
+    decode_staged_range,
     encode_index,
+    encode_staged_range,
 )
 
 DEFAULT_BATCH_BYTES = 1024 * 1024
@@ -259,6 +262,7 @@ class Store:
                 name: self._db.get_column_family_handle(name) for name in column_families
             }
             self._data_handle = self._handles[DATA_CF]
+            self._data: Rdict = self._db.get_column_family(DATA_CF)
             self._meta_handle = self._handles[META_CF]
             self._families: dict[str, Rdict] = {
                 name: self._db.get_column_family(name) for name in column_families
@@ -351,7 +355,7 @@ class Store:
             # The DB lock is released only once no column-family handle is alive.
             self._families.clear()
             self._handles.clear()
-            del self._data_handle, self._meta_handle, self._positions
+            del self._data_handle, self._meta_handle, self._positions, self._data
             self._db.close()
         except Exception as error:
             # The failure was reported when it happened; closing is how the
@@ -434,6 +438,41 @@ class Store:
                 del iterator
         return first, last
 
+    def first_data_index_from(self, start: int) -> int | None:
+        """The lowest data index at or past ``start``, or None."""
+        with self._reading("scanning the data"):
+            iterator = self._families[DATA_CF].iter(self._read_options)
+            try:
+                iterator.seek(encode_index(start))
+                first = decode_index(iterator.key()) if iterator.valid() else None
+                iterator.status()
+            finally:
+                del iterator
+        return first
+
+    def payload_of(self, start: int, stop: int) -> int:
+        """Total size of the values at indices [start, stop); all must exist."""
+        size = 0
+        expected = start
+        with self._reading("counting the payload"):
+            iterator = self._families[DATA_CF].iter(self._read_options)
+            try:
+                iterator.seek(encode_index(start))
+                while expected < stop and iterator.valid():
+                    if iterator.key() != encode_index(expected):
+                        break
+                    size += len(iterator.value())
+                    expected += 1
+                    iterator.next()
+                iterator.status()
+            finally:
+                del iterator
+        if expected != stop:
+            raise QueueCorruptedError(
+                f"element {expected} is missing from the queue at {self.path!r}"
+            )
+        return size
+
     def family_items(self, family: str) -> list[tuple[bytes, bytes]]:
         items: list[tuple[bytes, bytes]] = []
         with self._reading("scanning " + family):
@@ -469,14 +508,21 @@ class Store:
                 for index, value in plan.data_puts:
                     batch.put(encode_index(index), value, data)
             else:
+                # The marker, written with the first staged batch and deleted
+                # by the last, names the keys to drop if the last never lands:
+                # a FIFO queue's tail is found from its keys at open.
+                indices = [index for index, _value in plan.data_puts]
+                marker = encode_staged_range(min(indices), max(indices) + 1)
+                batch.put(STAGING_KEY, marker, self._meta_handle)
                 staged_bytes = 0
                 for index, value in plan.data_puts:
-                    if staged_bytes + len(value) > self.batch_bytes and not batch.is_empty():
+                    if staged_bytes + len(value) > self.batch_bytes and staged_bytes:
                         self._db.write(batch, self._write_options)
                         batch = WriteBatch(raw_mode=True)
                         staged_bytes = 0
                     batch.put(encode_index(index), value, data)
                     staged_bytes += len(value)
+                batch.delete(STAGING_KEY, self._meta_handle)
             for index in range(plan.data_delete_start, plan.data_delete_stop):
                 batch.delete(encode_index(index), data)
             if plan.meta_puts:
@@ -545,6 +591,30 @@ class Store:
             del batch
             self._fail(error)
 
+    def put_element(self, index: int, value: bytes) -> None:
+        """Put ``value`` at ``index`` alone: the FIFO one-item push (format v2).
+
+        The caller has checked that the store is usable (``check_usable``).
+        """
+        try:
+            self._data.put(encode_index(index), value, self._write_options)
+            if self.sync:
+                self._db.flush_wal(True)
+        except Exception as error:
+            self._fail(error)
+
+    def delete_element(self, index: int) -> None:
+        """Delete the element at ``index`` alone: the FIFO one-item pop (format v2).
+
+        The caller has checked that the store is usable (``check_usable``).
+        """
+        try:
+            self._data.delete(encode_index(index), self._write_options)
+            if self.sync:
+                self._db.flush_wal(True)
+        except Exception as error:
+            self._fail(error)
+
     def put_position(self, label_key: bytes, position: bytes) -> None:
         """Save one label's position: the blocking one-item next.
 
@@ -582,6 +652,24 @@ class Store:
         # The write may or may not be on disk: only a reopen tells.
         self.failure = failure
         raise failure from error
+
+    def discard_staged(self) -> bool:
+        """Drop the keys of a staged write whose last batch never landed; True if any."""
+        raw = self.get(META_CF, STAGING_KEY)
+        if raw is None:
+            return False
+        start, stop = decode_staged_range(raw)
+        self.check_usable()
+        batch = WriteBatch(raw_mode=True)
+        batch.delete_range(encode_index(start), encode_index(stop), self._data_handle)
+        batch.delete(STAGING_KEY, self._meta_handle)
+        try:
+            self._db.write(batch, self._write_options)
+            self._db.flush_wal(True)
+        except Exception as error:
+            self.failure = translate(error, self.path, "cleaning up")
+            raise self.failure from error
+        return True
 
     def discard_outside(self, head: int, tail: int) -> None:
         """Delete orphans staged outside [head, tail) by a write that never committed."""
@@ -671,7 +759,7 @@ def destroy(path: str) -> None:
         kind = _stored_kind(absolute)
     except Exception as error:
         raise translate(error, absolute, "reading the queue kind") from error
-    if kind not in (FIFO_KIND, MPMC_KIND):
+    if kind not in (*FIFO_KINDS, MPMC_KIND):
         raise QueueError(
             f"path {absolute!r} holds a RocksDB database that is not a rocksq_aio queue; "
             "refusing to remove it"

@@ -344,7 +344,7 @@ def detect(path: str) -> Detected:
         )
     with _RawDb(absolute, families, read_only=True) as db:
         kind = db.get(_plan.META_CF, _plan.KIND_KEY)
-    if kind == _plan.FIFO_KIND:
+    if kind in _plan.FIFO_KINDS:
         found: Kind = "fifo"
     elif kind == _plan.MPMC_KIND:
         found = "mpmc"

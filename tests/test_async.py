@@ -34,8 +34,6 @@ Never reached when the library works (the waiter is woken at once); it only
 turns a lost wake-up into a failed assertion instead of a hang."""
 
 
-
-
 pytestmark = pytest.mark.anyio
 
 
@@ -464,8 +462,7 @@ async def test_max_inflight_ops_makes_callers_wait_instead_of_failing(
                 reported.append(queue.inflight_ops)
                 outstanding.append(
                     sum(
-                        operation.stage in (Stage.PENDING, Stage.RUNNING)
-                        for operation in submitted
+                        operation.stage in (Stage.PENDING, Stage.RUNNING) for operation in submitted
                     )
                 )
                 await anyio.sleep(0)

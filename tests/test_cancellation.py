@@ -111,9 +111,7 @@ NATIVE_MODES = [
 # ---------------------------------------------------------------- FIFO, asyncio
 
 
-async def fifo_call(
-    queue: PersistentQueue, ledger: Ledger, rng: random.Random, mode: str
-) -> None:
+async def fifo_call(queue: PersistentQueue, ledger: Ledger, rng: random.Random, mode: str) -> None:
     choice = rng.random()
     if choice < 0.3:
         batch = ledger.batch(rng)

@@ -38,8 +38,6 @@ Newest = StartPosition.Newest
 GATE_TIMEOUT = 30.0
 
 
-
-
 class GatedClock:
     """A clock that holds the worker thread (which reads it while executing an
     MPMC operation) until the test opens the gate: makes "not ready yet" states
@@ -452,9 +450,7 @@ def test_get_returns_only_once_the_operation_is_done_under_contention(
                         with popped_lock:
                             popped.extend(data)
 
-            threads = [
-                threading.Thread(target=work, args=(f"t{n}",)) for n in range(threads_count)
-            ]
+            threads = [threading.Thread(target=work, args=(f"t{n}",)) for n in range(threads_count)]
             for thread in threads:
                 thread.start()
             for thread in threads:

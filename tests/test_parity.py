@@ -309,8 +309,6 @@ async def async_transcript(directory: str) -> list[Entry]:
 # ---------------------------------------------------------------- the tests
 
 
-
-
 def make_directory(root: Path, name: str) -> str:
     directory = root / name
     directory.mkdir()

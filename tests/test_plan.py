@@ -30,10 +30,12 @@ from rocksq_aio._plan import (
     decode_index,
     decode_mpmc_counters,
     decode_position,
+    decode_staged_range,
     encode_fifo_state,
     encode_index,
     encode_mpmc_counters,
     encode_position,
+    encode_staged_range,
     expiry_cutoff_ms,
     label_start,
     plan_fifo_create,
@@ -48,6 +50,7 @@ from rocksq_aio._plan import (
     plan_mpmc_remove_label,
     plan_mpmc_rewind,
     readable_count,
+    recovered_fifo_bounds,
     stamp,
     stamped_timestamp,
     unstamp,
@@ -792,3 +795,54 @@ def test_mpmc_plans_against_a_model(steps: list[tuple[Any, ...]]) -> None:
         assert {label: (p.index, p.expired_unseen) for label, p in state.positions.items()} == (
             positions
         )
+
+
+# ---------------------------------------------------------------- FIFO recovery at open
+
+
+@given(
+    saved_head=st.integers(min_value=0, max_value=40),
+    saved_length=st.integers(min_value=0, max_value=10),
+    pushes=st.lists(st.booleans(), max_size=40),
+)
+def test_recovered_fifo_bounds_after_unsaved_one_item_pushes_and_pops(
+    saved_head: int, saved_length: int, pushes: list[bool]
+) -> None:
+    """Keys as one-item pushes (True) and pops (False) leave them after the last save."""
+    saved = FifoState(saved_head, saved_head + saved_length, 0)
+    head, tail = saved.head, saved.tail
+    keys = set(range(head, tail))
+    for push in pushes:
+        if push:
+            keys.add(tail)
+            tail += 1
+        elif head < tail:
+            keys.discard(head)
+            head += 1
+    changes = (head - saved.head) + (tail - saved.tail)
+    first = min((key for key in keys if key >= saved.head), default=None)
+    last = max(keys, default=None)
+    found = recovered_fifo_bounds(saved, first, last, max_unsaved=changes)
+    if head < tail:
+        assert found == (head, tail)
+    else:
+        # An empty queue may restart from the saved tail: its old keys are all gone.
+        assert found == (saved.tail, saved.tail)
+    if changes and head < tail:
+        with pytest.raises(QueueCorruptedError, match="more changed than can have gone unsaved"):
+            recovered_fifo_bounds(saved, first, last, max_unsaved=changes - 1)
+
+
+def test_recovered_fifo_bounds_refuses_keys_that_end_before_the_saved_tail() -> None:
+    with pytest.raises(QueueCorruptedError, match="ends at 9, but its last element is 4"):
+        recovered_fifo_bounds(FifoState(1, 9, 0), 1, 4, max_unsaved=1024)
+    with pytest.raises(QueueCorruptedError, match="holds 2000 elements, but it stores none"):
+        recovered_fifo_bounds(FifoState(0, 2000, 0), None, None, max_unsaved=1024)
+
+
+def test_staged_range_round_trips_and_refuses_nonsense() -> None:
+    assert decode_staged_range(encode_staged_range(3, 9)) == (3, 9)
+    with pytest.raises(QueueCorruptedError, match="empty range"):
+        decode_staged_range(encode_staged_range(9, 9))
+    with pytest.raises(QueueCorruptedError, match="15 bytes"):
+        decode_staged_range(b"\x00" * 15)

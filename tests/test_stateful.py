@@ -25,6 +25,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from rocksq_aio import _core
 from rocksq_aio.blocking import (
     MpmcQueue,
     PersistentQueueWithCapacity,
@@ -62,6 +63,7 @@ class FifoMachine(RuleBasedStateMachine):
         # Calls since the queue was last opened: reopening an untouched queue
         # only costs time, so reopen waits for one.
         self.calls_since_open = 0
+        self.saved_every = _core.SAVE_COUNTERS_EVERY  # restored by teardown
 
     def _open(self) -> PersistentQueueWithCapacity:
         if self.cache_bytes is None:
@@ -78,10 +80,14 @@ class FifoMachine(RuleBasedStateMachine):
     @initialize(
         capacity=st.integers(min_value=5, max_value=20),
         cache_bytes=st.sampled_from([0, 16, None]),
+        save_every=st.sampled_from([1, 3, _core.SAVE_COUNTERS_EVERY]),
     )
-    def create(self, capacity: int, cache_bytes: int | None) -> None:
+    def create(self, capacity: int, cache_bytes: int | None, save_every: int) -> None:
         self.capacity = capacity
         self.cache_bytes = cache_bytes
+        # How many one-item pushes and pops may go without saving the counters:
+        # small values make the crash rule find counters saved mid-way.
+        _core.SAVE_COUNTERS_EVERY = save_every
         self.queue = self._open()
 
     @rule(items=ITEMS)
@@ -154,6 +160,16 @@ class FifoMachine(RuleBasedStateMachine):
         self.queue = self._open()
         self.calls_since_open = 0
 
+    @precondition(lambda self: self.calls_since_open > 0)
+    @rule()
+    def crash_and_reopen(self) -> None:
+        # What kill -9 leaves: every write is in the WAL, but close() never ran,
+        # so counters not yet saved must be found again from the keys.
+        self.open_queue._store.close()
+        self.queue = None
+        self.queue = self._open()
+        self.calls_since_open = 0
+
     @invariant()
     def counters_match(self) -> None:
         queue = self.open_queue
@@ -173,6 +189,7 @@ class FifoMachine(RuleBasedStateMachine):
             if self.queue is not None and not self.queue.closed:
                 self.queue.close()
             shutil.rmtree(self.directory, ignore_errors=True)
+            _core.SAVE_COUNTERS_EVERY = self.saved_every
 
 
 FifoMachine.TestCase.settings = MACHINE_SETTINGS
