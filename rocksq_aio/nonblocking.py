@@ -10,10 +10,12 @@ included), can be read more than once, and is awaitable:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -143,27 +145,148 @@ def _in_event_loop() -> bool:
     return False
 
 
-class _Response(Generic[VariantT]):
-    __slots__ = ("_future", "_make_variant", "_variant")
+class _Call:
+    """A read answered by the worker in submission order (``len``, ``labels``...)."""
 
-    def __init__(self, future: Future[Any], make_variant: Callable[[Any], VariantT]) -> None:
-        self._future = future
+    __slots__ = ("error", "function", "result", "stage")
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        self.function = function
+        self.stage = Stage.PENDING
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.function()
+        except BaseException as error:
+            self.error = error
+        self.stage = Stage.DONE
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+_Task = Operation | _Call
+
+
+class _Worker:
+    """Runs a queue's tasks in submission order on one thread, group-committing operations.
+
+    The thread is the only one of a single-thread executor, which finishes
+    every submitted task before the interpreter exits. It is handed a loop
+    that runs until no task is left, so a caller pays for a thread hand-off
+    only when the worker was idle, not once per call.
+    """
+
+    def __init__(self, core: FifoCore | MpmcCore, max_inflight: int) -> None:
+        self._core = core
+        self._max_inflight = max_inflight
+        self._lock = threading.Lock()
+        self._finished = threading.Condition(self._lock)
+        self._tasks: deque[_Task] = deque()
+        self.inflight = 0
+        self._running = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rocksq_aio-worker")
+
+    def submit(self, task: _Task) -> None:
+        """Queue ``task`` after everything submitted before it (an operation goes to the core).
+
+        Blocks the caller, as RocksQ does, while ``max_inflight_ops`` are unfinished.
+        """
+        with self._lock:
+            while self.inflight >= self._max_inflight:
+                self._finished.wait()
+            if type(task) is Operation:
+                self._core.submit(task)
+            self.inflight += 1
+            self._tasks.append(task)
+            if self._running:
+                return
+            self._running = True
+        try:
+            self._executor.submit(self._run)
+        except RuntimeError:
+            self._withdraw(task)
+            raise QueueClosedError(f"queue at {self._core.path!r} is closed") from None
+
+    def _withdraw(self, task: _Task) -> None:
+        with self._lock:
+            self._running = False
+            self._tasks.remove(task)
+            self.inflight -= 1
+            if type(task) is Operation:
+                self._core.abandon(task)
+            self._finished.notify_all()
+
+    def _run(self) -> None:
+        core = self._core
+        lock = self._lock
+        while True:
+            with lock:
+                if not self._tasks:
+                    self._running = False
+                    return
+                tasks = list(self._tasks)
+                self._tasks.clear()
+            for task in tasks:
+                try:
+                    if isinstance(task, _Call):
+                        task.run()
+                    else:
+                        # An earlier drain may have taken it already, or left
+                        # it pending when its group reached the byte limit.
+                        while task.stage is not Stage.DONE:
+                            core.drain()
+                except BaseException as error:
+                    # drain() reports queue errors on the operations; anything
+                    # else is a bug, reported here rather than hanging get(),
+                    # with the operation withdrawn so that it never runs later.
+                    if isinstance(task, Operation):
+                        with contextlib.suppress(BaseException):
+                            core.abandon(task)
+                    task.error = error
+                    task.stage = Stage.DONE
+            with lock:
+                self.inflight -= len(tasks)
+                self._finished.notify_all()
+
+    def wait(self, task: _Task) -> None:
+        """Block until ``task`` is done."""
+        with self._lock:
+            while task.stage is not Stage.DONE:
+                self._finished.wait()
+
+    def shutdown(self, wait: bool) -> None:
+        self._executor.shutdown(wait=wait)
+
+
+class _Response(Generic[VariantT]):
+    __slots__ = ("_make_variant", "_task", "_variant", "_worker")
+
+    def __init__(
+        self, worker: _Worker, task: _Task, make_variant: Callable[[Any], VariantT]
+    ) -> None:
+        self._worker = worker
+        self._task = task
         self._make_variant: Callable[[Any], VariantT] = make_variant
         self._variant: VariantT | None = None
 
     @property
     def is_ready(self) -> bool:
         """True once the operation finished (successfully or not)."""
-        return self._future.done()
+        return self._task.stage is Stage.DONE
 
     def _result(self) -> VariantT:
         if self._variant is None:
-            self._variant = self._make_variant(self._future.result())
+            self._variant = self._make_variant(self._task.outcome())
         return self._variant
 
     def try_get(self) -> VariantT | None:
         """The result if ready, else None; raises the operation's error."""
-        if not self._future.done():
+        if self._task.stage is not Stage.DONE:
             return None
         return self._result()
 
@@ -177,14 +300,16 @@ class _Response(Generic[VariantT]):
             raise QueueError(
                 "Response.get() would block the event loop; use `await response` in async code"
             )
+        if self._task.stage is not Stage.DONE:
+            self._worker.wait(self._task)
         return self._result()
 
     def __await__(self) -> Generator[Any, None, VariantT]:
         return self._wait().__await__()
 
     async def _wait(self) -> VariantT:
-        if not self._future.done():
-            await anyio.to_thread.run_sync(self._future.exception, abandon_on_cancel=True)
+        if self._task.stage is not Stage.DONE:
+            await anyio.to_thread.run_sync(self._worker.wait, self._task, abandon_on_cancel=True)
         return self._result()
 
 
@@ -206,49 +331,22 @@ CoreT = TypeVar("CoreT", FifoCore, MpmcCore)
 class _NonblockingQueue(Generic[CoreT]):
     def __init__(self, core: CoreT, max_inflight_ops: int) -> None:
         self._core: CoreT = core
-        self._max_inflight = max_inflight_ops
-        self._slots = threading.BoundedSemaphore(max_inflight_ops)
-        self._inflight = 0
-        self._inflight_lock = threading.Lock()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rocksq_aio-worker")
+        self._worker = _Worker(core, max_inflight_ops)
 
-    def _submit(self, task: Callable[[], Any]) -> Future[Any]:
-        """Run ``task`` on the worker after everything submitted before it."""
-        # Blocks the caller, as RocksQ does, while max_inflight_ops are running.
-        self._slots.acquire()
-        with self._inflight_lock:
-            self._inflight += 1
-        try:
-            future = self._worker.submit(task)
-        except RuntimeError:
-            self._release_slot(None)
-            raise QueueClosedError(f"queue at {self._core.path!r} is closed") from None
-        except BaseException:
-            self._release_slot(None)
-            raise
-        future.add_done_callback(self._release_slot)
-        return future
+    def _perform(self, operation: Operation) -> Operation:
+        self._worker.submit(operation)
+        return operation
 
-    def _perform(self, operation: Operation) -> Future[Any]:
-        self._core.submit(operation)
-        return self._submit(lambda: self._run_until_done(operation))
-
-    def _run_until_done(self, operation: Operation) -> Any:
-        # An earlier drain may have taken it already, or left it pending
-        # when its group reached the byte limit.
-        while operation.stage is not Stage.DONE:
-            self._core.drain()
-        return operation.outcome()
-
-    def _release_slot(self, _future: Future[Any] | None) -> None:
-        with self._inflight_lock:
-            self._inflight -= 1
-        self._slots.release()
+    def _submit(self, function: Callable[[], Any]) -> _Call:
+        """Answer ``function()`` on the worker after everything submitted before it."""
+        call = _Call(function)
+        self._worker.submit(call)
+        return call
 
     @property
     def inflight_ops(self) -> int:
         """Operations submitted and not finished yet."""
-        return self._inflight
+        return self._worker.inflight
 
     def close(self) -> None:
         """Finish every submitted operation, then release the queue."""
@@ -301,27 +399,37 @@ class PersistentQueueWithCapacity(_NonblockingQueue[FifoCore]):
 
     def push(self, items: Sequence[BytesLike], no_gil: bool = True) -> Response:
         _validate.flag(no_gil, "no_gil")
-        return Response(self._perform(FifoCore.push_operation(items)), lambda _: ResponseVariant())
+        return Response(
+            self._worker, self._perform(FifoCore.push_operation(items)), lambda _: ResponseVariant()
+        )
 
     def pop(self, max_elements: int = 1, no_gil: bool = True) -> Response:
         _validate.flag(no_gil, "no_gil")
-        return Response(self._perform(FifoCore.pop_operation(max_elements)), ResponseVariant)
+        return Response(
+            self._worker, self._perform(FifoCore.pop_operation(max_elements)), ResponseVariant
+        )
 
     # As in RocksQ, these are answered by the worker, after every operation
     # submitted before them.
     @property
     def len(self) -> Response:
-        return Response(self._submit(lambda: self._core.len), lambda n: ResponseVariant(len=n))
+        return Response(
+            self._worker, self._submit(lambda: self._core.len), lambda n: ResponseVariant(len=n)
+        )
 
     @property
     def payload_size(self) -> Response:
         core = self._core
-        return Response(self._submit(lambda: core.payload_size), lambda n: ResponseVariant(size=n))
+        return Response(
+            self._worker, self._submit(lambda: core.payload_size), lambda n: ResponseVariant(size=n)
+        )
 
     @property
     def disk_size(self) -> Response:
         core = self._core
-        return Response(self._submit(lambda: core.disk_size), lambda n: ResponseVariant(size=n))
+        return Response(
+            self._worker, self._submit(lambda: core.disk_size), lambda n: ResponseVariant(size=n)
+        )
 
     @property
     def is_empty(self) -> bool:
@@ -368,7 +476,9 @@ class MpmcQueue(_NonblockingQueue[MpmcCore]):
     def add(self, items: Sequence[BytesLike], no_gil: bool = True) -> MpmcResponse:
         _validate.flag(no_gil, "no_gil")
         return MpmcResponse(
-            self._perform(MpmcCore.add_operation(items)), lambda _: MpmcResponseVariant()
+            self._worker,
+            self._perform(MpmcCore.add_operation(items)),
+            lambda _: MpmcResponseVariant(),
         )
 
     def next(
@@ -381,12 +491,14 @@ class MpmcQueue(_NonblockingQueue[MpmcCore]):
         _validate.flag(no_gil, "no_gil")
         operation = MpmcCore.next_operation(label, start_position, max_elements)
         return MpmcResponse(
+            self._worker,
             self._perform(operation),
             lambda result: MpmcResponseVariant(data=(result[0], result[1])),
         )
 
     def remove_label(self, label: str) -> MpmcResponse:
         return MpmcResponse(
+            self._worker,
             self._perform(MpmcCore.remove_label_operation(label)),
             lambda removed: MpmcResponseVariant(removed_label=removed),
         )
@@ -395,19 +507,25 @@ class MpmcQueue(_NonblockingQueue[MpmcCore]):
     def labels(self) -> MpmcResponse:
         core = self._core
         return MpmcResponse(
-            self._submit(lambda: core.labels), lambda names: MpmcResponseVariant(labels=names)
+            self._worker,
+            self._submit(lambda: core.labels),
+            lambda names: MpmcResponseVariant(labels=names),
         )
 
     @property
     def len(self) -> MpmcResponse:
         core = self._core
-        return MpmcResponse(self._submit(lambda: core.len), lambda n: MpmcResponseVariant(len=n))
+        return MpmcResponse(
+            self._worker, self._submit(lambda: core.len), lambda n: MpmcResponseVariant(len=n)
+        )
 
     @property
     def disk_size(self) -> MpmcResponse:
         core = self._core
         return MpmcResponse(
-            self._submit(lambda: core.disk_size), lambda n: MpmcResponseVariant(size=n)
+            self._worker,
+            self._submit(lambda: core.disk_size),
+            lambda n: MpmcResponseVariant(size=n),
         )
 
     @property

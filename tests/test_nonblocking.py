@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import anyio
@@ -356,6 +357,39 @@ def test_close_finishes_operations_not_waited_for(queue_path: str) -> None:
     with fifo(queue_path) as reopened:
         assert reopened.len.get().len == 500
         assert reopened.pop(1000).get().data == items(500)
+
+
+def test_calls_after_the_worker_went_idle_are_still_run(queue_path: str) -> None:
+    """The worker thread leaves its loop when nothing is queued; a later call restarts it."""
+    with fifo(queue_path) as queue:
+        for round_number in range(20):
+            item = b"%d" % round_number
+            queue.push([item]).get()
+            time.sleep(0.001)  # lets the worker run dry
+            assert queue.pop().get().data == [item]
+            assert queue.inflight_ops == 0
+
+
+def test_an_unexpected_worker_failure_is_reported_by_get_not_a_hang(
+    queue_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with fifo(queue_path) as queue:
+        queue.push([b"kept"]).get()
+        core = queue._core
+        real_drain = core.drain
+
+        def broken_drain() -> None:
+            monkeypatch.setattr(core, "drain", real_drain)
+            raise ZeroDivisionError("a bug in the worker")
+
+        monkeypatch.setattr(core, "drain", broken_drain)
+        failed = queue.push([b"never stored"])
+        with pytest.raises(ZeroDivisionError, match="a bug in the worker"):
+            failed.get()
+        # The failed push was withdrawn: it is not run by a later group.
+        assert queue.pop(10).get().data == [b"kept"]
+        assert queue.pop(10).get().data == []
+        assert queue.inflight_ops == 0
 
 
 # ---------------------------------------------------------------- in-flight limit
