@@ -663,12 +663,7 @@ class Store:
         batch = WriteBatch(raw_mode=True)
         batch.delete_range(encode_index(start), encode_index(stop), self._data_handle)
         batch.delete(STAGING_KEY, self._meta_handle)
-        try:
-            self._db.write(batch, self._write_options)
-            self._db.flush_wal(True)
-        except Exception as error:
-            self.failure = translate(error, self.path, "cleaning up")
-            raise self.failure from error
+        self._clean_up(batch)
         return True
 
     def discard_outside(self, head: int, tail: int) -> None:
@@ -678,6 +673,10 @@ class Store:
         data = self._handles[DATA_CF]
         batch.delete_range(encode_index(0), encode_index(head), data)
         batch.delete_range(encode_index(tail), _END_OF_INDICES, data)
+        self._clean_up(batch)
+
+    def _clean_up(self, batch: WriteBatch) -> None:
+        """Write an at-open repair durably, before anything relies on it."""
         try:
             self._db.write(batch, self._write_options)
             self._db.flush_wal(True)
