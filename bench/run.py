@@ -816,11 +816,10 @@ TARGETS: tuple[tuple[str, str, str, float, str], ...] = (
 # (see the README's Benchmarks section for the method).
 LIMITS: dict[str, str] = {
     "w2": (
-        "per operation, building and writing a WriteBatch through rocksdict costs ~3.5 us, "
-        "about what RocksQ's whole Rust push costs; a bare Python loop doing only our two "
-        "batches per push/pop pair is ~1.25x RocksQ, and the one-item paths (spelled out, no "
-        "helper objects) add ~1 us per operation on top, so the margin is within this "
-        "machine's noise (same-process A/B: median 1.04-1.14x)"
+        "a one-item push or pop is one rocksdict call that writes only the element's key "
+        "(the counters go with every 1024th call and at close: FIFO format v2), ~3 us, about "
+        "what RocksQ's whole Rust push costs; medians of 5 give 1.15-1.31x and same-process "
+        "A/B loops 1.33x, so a miss here is this machine's noise"
     ),
     "w7_256": (
         "with no storage at all, 256 asyncio tasks each awaiting one future per item reach "
@@ -830,10 +829,9 @@ LIMITS: dict[str, str] = {
         "(~110k/s) would need <3 us per item end to end, under one GIL"
     ),
     "w8a": (
-        "persist-queue's rate depends on fsync latency: ~770/s on the loaded machine "
-        "(66x) but ~1.9k/s when it is idle; with w8's N=1000 our whole run lasts ~15-30 ms, "
-        "so our rate there is dominated by per-run fixed costs (the same code does ~95-100k "
-        "msgs/s in w1 at N=10000)"
+        "persist-queue's rate depends on fsync latency: ~770/s on the loaded machine but "
+        "~1.7-1.9k/s when it is idle; with w8's N=1000 our whole run lasts ~10-20 ms, so our "
+        "rate there swings with per-run fixed costs (medians of 5: 55-64x on an idle machine)"
     ),
     "w8b": (
         "one task awaits one operation at a time, so every operation pays a full thread hop "
