@@ -262,11 +262,11 @@ class Store:
                 name: self._db.get_column_family_handle(name) for name in column_families
             }
             self._data_handle = self._handles[DATA_CF]
-            self._data: Rdict = self._db.get_column_family(DATA_CF)
             self._meta_handle = self._handles[META_CF]
             self._families: dict[str, Rdict] = {
                 name: self._db.get_column_family(name) for name in column_families
             }
+            self._data = self._families[DATA_CF]
             # None for a FIFO queue, which has no positions.
             self._positions: Rdict | None = self._families.get(POSITIONS_CF)
         except BaseException:
