@@ -359,6 +359,10 @@ class _NonblockingQueue(Generic[CoreT]):
             worker.shutdown(wait=False)
 
 
+def _pushed(_result: None) -> ResponseVariant:
+    return ResponseVariant()
+
+
 class PersistentQueueWithCapacity(_NonblockingQueue[FifoCore]):
     """RocksQ's nonblocking FIFO queue."""
 
@@ -398,16 +402,18 @@ class PersistentQueueWithCapacity(_NonblockingQueue[FifoCore]):
         self.close()
 
     def push(self, items: Sequence[BytesLike], no_gil: bool = True) -> Response:
-        _validate.flag(no_gil, "no_gil")
-        return Response(
-            self._worker, self._perform(FifoCore.push_operation(items)), lambda _: ResponseVariant()
-        )
+        if no_gil is not True:
+            _validate.flag(no_gil, "no_gil")
+        operation = FifoCore.push_operation(items)
+        self._worker.submit(operation)
+        return Response(self._worker, operation, _pushed)
 
     def pop(self, max_elements: int = 1, no_gil: bool = True) -> Response:
-        _validate.flag(no_gil, "no_gil")
-        return Response(
-            self._worker, self._perform(FifoCore.pop_operation(max_elements)), ResponseVariant
-        )
+        if no_gil is not True:
+            _validate.flag(no_gil, "no_gil")
+        operation = FifoCore.pop_operation(max_elements)
+        self._worker.submit(operation)
+        return Response(self._worker, operation, ResponseVariant)
 
     # As in RocksQ, these are answered by the worker, after every operation
     # submitted before them.
