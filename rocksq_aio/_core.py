@@ -571,9 +571,13 @@ class FifoCore(_CoreBase[FifoState]):
             if values:
                 size = len(values[0]) if len(values) == 1 else sum(map(len, values))
                 new_state = _plan.fifo_popped(state, len(values), size)
-                store.delete_elements(
-                    state.head, new_state.head, _plan.encode_fifo_state(new_state)
-                )
+                if len(values) == 1 and self._unsaved < SAVE_COUNTERS_EVERY:
+                    # Draining a backlog read from disk, one item at a time.
+                    store.delete_element(head)
+                    self._unsaved += 1
+                else:
+                    store.delete_elements(head, new_state.head, _plan.encode_fifo_state(new_state))
+                    self._unsaved = 0
                 self._state = new_state
                 self._trim_cache()
             return values
