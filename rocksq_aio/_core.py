@@ -37,6 +37,8 @@ from ._plan import (
     META_CF,
     MPMC_COLUMN_FAMILIES,
     MPMC_KIND,
+    MPMC_KIND_V1,
+    MPMC_KINDS,
     STATE_KEY,
     FifoState,
     LabelPosition,
@@ -139,7 +141,9 @@ def _check_kind(store: Store, expected: tuple[bytes, ...]) -> tuple[bytes, bytes
     if kind is None:
         raise QueueCorruptedError(f"queue at {store.path!r} has counters but lost its kind")
     if kind not in expected:
-        names = {kind: "a FIFO queue" for kind in FIFO_KINDS} | {MPMC_KIND: "an MPMC queue"}
+        names = {kind: "a FIFO queue" for kind in FIFO_KINDS} | {
+            kind: "an MPMC queue" for kind in MPMC_KINDS
+        }
         found = names.get(kind or b"", f"an unknown kind {kind!r}")
         raise QueueError(f"path {store.path!r} holds {found}, not {names[expected[0]]}")
     if state is None:
@@ -809,6 +813,8 @@ class MpmcCore(_CoreBase[MpmcState]):
         self._returned: dict[str, deque[bytes]] = {}
         self._lease_numbers = itertools.count()
         self._leased_counts: dict[str, int] = {}
+        self._unsaved = 0
+        """One-item adds since the counters were last written."""
         self._store = Store(
             absolute,
             MPMC_COLUMN_FAMILIES,
@@ -824,14 +830,30 @@ class MpmcCore(_CoreBase[MpmcState]):
             raise
 
     def _load(self) -> MpmcState:
-        stored = _check_kind(self._store, (MPMC_KIND,))
+        store = self._store
+        stored = _check_kind(store, MPMC_KINDS)
         if stored is None:
             state, plan = _plan.plan_mpmc_create()
-            self._store.apply(plan, sync=True)
+            store.apply(plan, sync=True)
             return state
-        head, tail, newest = _plan.decode_mpmc_counters(stored[1])
-        self._store.discard_staged()
-        _check_data_matches(self._store, head, tail)
+        kind, raw_counters = stored
+        head, saved_tail, saved_newest = _plan.decode_mpmc_counters(raw_counters)
+        store.discard_staged()
+        tail, newest = saved_tail, saved_newest
+        if kind != MPMC_KIND_V1:  # v1 counters are exact, and keys beyond them are orphans
+            bounds = store.data_key_bounds()
+            last = None if bounds is None else bounds[1]
+            tail = _plan.recovered_mpmc_tail(saved_tail, last, SAVE_COUNTERS_EVERY)
+            if tail != saved_tail:
+                # Only a process that died with unsaved counters gets here.
+                store.payload_of(saved_tail, tail)  # all there, or corrupted
+                newest_added = _plan.stamped_timestamp(store.read_elements(tail - 1, 1)[0])
+                newest = max(newest, newest_added)
+        _check_data_matches(store, head, tail)
+        if (tail, newest) != (saved_tail, saved_newest) or kind != MPMC_KIND:
+            counters = _plan.pack_mpmc_counters(head, tail, newest)
+            plan = WritePlan(meta_puts=[(KIND_KEY, MPMC_KIND), (STATE_KEY, counters)])
+            store.apply(plan, sync=True)
         positions = dict(
             _plan.decode_position(key, value, head, tail)
             for key, value in self._store.family_items(_plan.POSITIONS_CF)
@@ -840,6 +862,13 @@ class MpmcCore(_CoreBase[MpmcState]):
             self._returned[_plan.decode_label(key)] = deque(_plan.decode_returned(key, value))
         self._redeliver_dead_leases()
         return MpmcState(head, tail, newest, positions)
+
+    def _before_close_locked(self) -> None:
+        # Saved counters spare the next open its search for the tail.
+        if self._unsaved and self._store.failure is None and not self._store.closed:
+            counters = _plan.encode_mpmc_counters(self._state)
+            self._store.apply(WritePlan(meta_puts=[(STATE_KEY, counters)]))
+            self._unsaved = 0
 
     def _redeliver_dead_leases(self) -> None:
         """Leases found at open were never acknowledged: their items go to their label first."""
@@ -941,9 +970,13 @@ class MpmcCore(_CoreBase[MpmcState]):
         if len(value) + _plan.TIMESTAMP_BYTES > store.batch_bytes or tail >= _plan.MAX_INDEX:
             return False
         timestamp = now_ms if now_ms > newest else newest
-        store.write_element(
-            tail, _plan.stamp(timestamp, value), _plan.pack_mpmc_counters(head, tail + 1, timestamp)
-        )
+        if self._unsaved < SAVE_COUNTERS_EVERY:
+            store.put_element(tail, _plan.stamp(timestamp, value))
+            self._unsaved += 1
+        else:
+            counters = _plan.pack_mpmc_counters(head, tail + 1, timestamp)
+            store.write_element(tail, _plan.stamp(timestamp, value), counters)
+            self._unsaved = 0
         self._state = _new_state(MpmcState, (head, tail + 1, timestamp, positions))
         if head_timestamp is None:
             self._head_timestamp_ms = timestamp if head == tail else self._timestamp_at(head, None)

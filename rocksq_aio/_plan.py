@@ -14,10 +14,11 @@ Layout on disk (column families):
 * ``meta``: ``kind`` (which queue and format), ``state`` (the counters) and,
   only while a large write is half done, ``staging`` (see ``_storage.Store.apply``).
 
-FIFO format v2: the one-item push and pop write only their data key, so the
-saved counters may lag behind the keys; they are a starting point from which
-``recovered_fifo_bounds`` finds the true head and tail at open. Every other
-write saves the counters with it, and so does a clean close.
+Format v2: the FIFO one-item push and pop, and the MPMC one-item add, write
+only their data key, so the saved counters may lag behind the keys; they are a
+starting point from which ``recovered_fifo_bounds`` and ``recovered_mpmc_tail``
+find the true head and tail at open. Every other write saves the counters with
+it, and so does a clean close.
 * ``positions`` (MPMC only): key = UTF-8 label, value = 8-byte index of the next
   element to read + 1 byte of flags.
 """
@@ -46,7 +47,10 @@ FIFO_KIND = b"rocksq_aio.fifo.v2"
 FIFO_KIND_V1 = b"rocksq_aio.fifo.v1"
 """Counters always exact; read, and upgraded to v2 at the first open."""
 FIFO_KINDS = (FIFO_KIND, FIFO_KIND_V1)
-MPMC_KIND = b"rocksq_aio.mpmc.v1"
+MPMC_KIND = b"rocksq_aio.mpmc.v2"
+MPMC_KIND_V1 = b"rocksq_aio.mpmc.v1"
+"""Counters always exact; read, and upgraded to v2 at the first open."""
+MPMC_KINDS = (MPMC_KIND, MPMC_KIND_V1)
 
 FIFO_COLUMN_FAMILIES = (DATA_CF, META_CF, LEASED_CF)
 MPMC_COLUMN_FAMILIES = (DATA_CF, META_CF, POSITIONS_CF, RETURNED_CF, LEASED_CF)
@@ -351,6 +355,23 @@ class MpmcState(NamedTuple):
     @property
     def length(self) -> int:
         return self.tail - self.head
+
+
+def recovered_mpmc_tail(saved_tail: int, last: int | None, max_unsaved: int) -> int:
+    """The true tail of a v2 MPMC queue, from its saved tail and its last data index.
+
+    Since the counters were saved, only one-item adds (a key at the tail) can
+    have happened, at most ``max_unsaved`` of them. A last key before the
+    saved tail is left for the open's cross-check of counters and keys.
+    """
+    if last is None or last < saved_tail:
+        return saved_tail
+    if last + 1 - saved_tail > max_unsaved:
+        raise QueueCorruptedError(
+            f"the counters say the queue ends at {saved_tail}, but it stores element {last}: "
+            "more was added than can have gone unsaved"
+        )
+    return last + 1
 
 
 def encode_mpmc_counters(state: MpmcState) -> bytes:

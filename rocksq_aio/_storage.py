@@ -41,7 +41,7 @@ from ._plan import (
     FIFO_KINDS,
     KIND_KEY,
     META_CF,
-    MPMC_KIND,
+    MPMC_KINDS,
     POSITIONS_CF,
     STAGING_KEY,
     STATE_KEY,
@@ -592,7 +592,7 @@ class Store:
             self._fail(error)
 
     def put_element(self, index: int, value: bytes) -> None:
-        """Put ``value`` at ``index`` alone: the FIFO one-item push (format v2).
+        """Put ``value`` at ``index`` alone: a one-item push or add (format v2).
 
         The caller has checked that the store is usable (``check_usable``).
         """
@@ -758,7 +758,7 @@ def destroy(path: str) -> None:
         kind = _stored_kind(absolute)
     except Exception as error:
         raise translate(error, absolute, "reading the queue kind") from error
-    if kind not in (*FIFO_KINDS, MPMC_KIND):
+    if kind not in (*FIFO_KINDS, *MPMC_KINDS):
         raise QueueError(
             f"path {absolute!r} holds a RocksDB database that is not a rocksq_aio queue; "
             "refusing to remove it"

@@ -346,7 +346,7 @@ def detect(path: str) -> Detected:
         kind = db.get(_plan.META_CF, _plan.KIND_KEY)
     if kind in _plan.FIFO_KINDS:
         found: Kind = "fifo"
-    elif kind == _plan.MPMC_KIND:
+    elif kind in _plan.MPMC_KINDS:
         found = "mpmc"
     elif kind is None:
         raise CliError(f"{path}: not a queue (no kind marker in its meta)", EXIT_NOT_FOUND)

@@ -917,6 +917,19 @@ COUNTER_CASES: list[Any] = [
         r"\[0, 9\)",
         id="mpmc-tail-beyond-keys",
     ),
+    # One-item adds leave the saved tail behind by at most 1024 elements.
+    pytest.param(
+        "mpmc",
+        _put("data", _index(5000), b"\x00" * 8 + b"x"),
+        "ends at 5, but it stores element 5000",
+        id="mpmc-key-far-past-tail",
+    ),
+    pytest.param(
+        "mpmc",
+        _put("data", _index(7), b"\x00" * 8 + b"x"),
+        "element 5 is missing",
+        id="mpmc-gap-before-a-key-past-tail",
+    ),
     pytest.param(
         "mpmc", _put("positions", b"reader", _index(2)), "8 bytes", id="mpmc-position-short"
     ),

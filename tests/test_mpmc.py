@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 from conftest import FakeClock
+from test_faults import raw_database
 
 from rocksq_aio import QueueClosedError, StartPosition, remove_mpmc_queue
 from rocksq_aio.blocking import MpmcQueue
@@ -453,3 +460,62 @@ def test_no_gil_argument_is_accepted(queue_path: str, clock: FakeClock) -> None:
         queue.add([b"a", b"b"], no_gil=False)
         assert queue.next("r", Oldest, 1, no_gil=False) == ([b"a"], False)
         assert queue.next("r", Oldest, 1, True) == ([b"b"], False)
+
+
+# ---------------------------------------------------------------- counters saved lazily (format v2)
+# A one-item add writes only its element; the counters go with every
+# SAVE_COUNTERS_EVERY-th one and with close(), and the tail is found at open.
+
+_DIE_AFTER_ADDS_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import sys
+    from rocksq_aio.blocking import MpmcQueue
+
+    path, count = sys.argv[1], int(sys.argv[2])
+    queue = MpmcQueue(path, 0, clock=lambda: 5_000_000.0 + len(queue))
+    queue.next("reader")  # a label saved before the adds
+    for number in range(count):
+        queue.add([b"element-%d" % number])
+    os._exit(0)  # die without closing, like kill -9
+    """
+)
+
+
+@pytest.mark.parametrize("count", [5, 1500])
+def test_one_item_adds_survive_a_crash(queue_path: str, count: int) -> None:
+    subprocess.run(
+        [sys.executable, "-c", _DIE_AFTER_ADDS_SCRIPT, queue_path, str(count)],
+        timeout=120,
+        check=True,
+    )
+    expected = [b"element-%d" % number for number in range(count)]
+    # A clock far behind the one that stamped the elements: new stamps must
+    # still not go below the newest one found on disk.
+    with MpmcQueue(queue_path, 0, clock=lambda: 1.0) as queue:
+        assert queue.len == count
+        newest_stamp = 5_000_000_000 + (count - 1) * 1000
+        assert queue._state.newest_timestamp_ms == newest_stamp
+        assert queue.next("reader", StartPosition.Oldest, count + 1) == (expected, False)
+        queue.add([b"after"])
+        assert queue.next("reader") == ([b"after"], False)
+        assert queue._state.newest_timestamp_ms == newest_stamp
+    with MpmcQueue(queue_path, 0) as queue:
+        assert queue.len == count + 1
+        assert queue.next("late", StartPosition.Oldest, count + 2) == ([*expected, b"after"], False)
+
+
+def test_a_version_1_mpmc_queue_is_read_by_its_exact_counters_and_upgraded(
+    queue_path: str,
+) -> None:
+    with MpmcQueue(queue_path, 0) as queue:
+        queue.add([b"a", b"b"])
+    # Version 1 saved the counters with every write: a key past them is an orphan.
+    with raw_database(Path(queue_path)) as families:
+        families["meta"][b"kind"] = b"rocksq_aio.mpmc.v1"
+        families["data"][struct.pack(">Q", 2)] = b"\x00" * 8 + b"orphan"
+    with MpmcQueue(queue_path, 0) as queue:
+        assert queue.len == 2
+        assert queue._store.get("meta", b"kind") == b"rocksq_aio.mpmc.v2"
+        assert queue.next("r", StartPosition.Oldest, 5) == ([b"a", b"b"], False)
+        assert queue._store.data_key_bounds() == (0, 1)

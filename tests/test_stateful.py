@@ -285,6 +285,7 @@ class MpmcMachine(RuleBasedStateMachine):
         self.expiry_reports = 0
         self.calls_since_open = 0  # as in FifoMachine
         self.cache_bytes: int | None = None
+        self.saved_every = _core.SAVE_COUNTERS_EVERY  # restored by teardown
         self.queue: MpmcQueue | None = self._open()
 
     def _open(self) -> MpmcQueue:
@@ -294,9 +295,14 @@ class MpmcMachine(RuleBasedStateMachine):
 
     # Reads come from the cache of recent elements, from disk (cache_bytes=0),
     # or from both (16 bytes: a few items).
-    @initialize(cache_bytes=st.sampled_from([0, 16, None]))
-    def choose_cache(self, cache_bytes: int | None) -> None:
+    # One-item adds save the counters every save_every of them (see FifoMachine).
+    @initialize(
+        cache_bytes=st.sampled_from([0, 16, None]),
+        save_every=st.sampled_from([1, 3, _core.SAVE_COUNTERS_EVERY]),
+    )
+    def choose_cache(self, cache_bytes: int | None, save_every: int) -> None:
         self.cache_bytes = cache_bytes
+        _core.SAVE_COUNTERS_EVERY = save_every
         self.open_queue.close()
         self.queue = None
         self.queue = self._open()
@@ -356,6 +362,15 @@ class MpmcMachine(RuleBasedStateMachine):
         self.queue = self._open()
         self.calls_since_open = 0
 
+    @precondition(lambda self: self.calls_since_open > 0)
+    @rule()
+    def crash_and_reopen(self) -> None:
+        # As in FifoMachine: close() never runs, unsaved counters are found again.
+        self.open_queue._store.close()
+        self.queue = None
+        self.queue = self._open()
+        self.calls_since_open = 0
+
     @invariant()
     def state_matches(self) -> None:
         queue = self.open_queue
@@ -378,6 +393,7 @@ class MpmcMachine(RuleBasedStateMachine):
                 self.queue.close()
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
+            _core.SAVE_COUNTERS_EVERY = self.saved_every
 
 
 # More runs than the FIFO: an expiry report needs a longer lucky sequence
