@@ -299,15 +299,17 @@ def recovered_fifo_bounds(
     were saved, at most ``max_unsaved`` one-item pushes (a key at the tail) and
     pops (the key at the head deleted) can have happened, so the keys still
     form one run that starts at most that far past the saved head and ends
-    at most that far past the saved tail. An empty queue keeps the saved tail
-    as its position: indices used and deleted since may be used again.
+    at most that far past the saved tail. An empty queue does not say where
+    its head got to: it restarts at the furthest its tail can have reached,
+    so that its head never goes back (unpop puts items below the head).
     """
     if first is None or last is None:
         if saved.length > max_unsaved:
             raise QueueCorruptedError(
                 f"the counters say the queue holds {saved.length} elements, but it stores none"
             )
-        return saved.tail, saved.tail
+        furthest = min(saved.tail + max_unsaved, MAX_INDEX)
+        return furthest, furthest
     if last < first:
         raise AssertionError("the last key cannot precede the first")
     if last + 1 < saved.tail:

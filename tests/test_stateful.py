@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from conftest import FakeClock
@@ -44,10 +45,42 @@ MACHINE_SETTINGS = settings(
 ITEMS = st.lists(st.binary(max_size=6), max_size=6)
 
 
+class Reopening:
+    """Rules shared by the machines: reopen after close(), and after a crash.
+
+    ``calls_since_open`` counts calls since the queue was last opened:
+    reopening an untouched queue only costs time, so both rules wait for one.
+    """
+
+    queue: Any
+    calls_since_open: int
+
+    def _open(self) -> Any:
+        raise NotImplementedError
+
+    @precondition(lambda self: self.calls_since_open > 0)
+    @rule()
+    def reopen(self) -> None:
+        self.queue.close()
+        self.queue = None
+        self.queue = self._open()
+        self.calls_since_open = 0
+
+    @precondition(lambda self: self.calls_since_open > 0)
+    @rule()
+    def crash_and_reopen(self) -> None:
+        # What kill -9 leaves: every write is in the WAL, but close() never ran,
+        # so counters not yet saved must be found again from the keys.
+        self.queue._store.close()
+        self.queue = None
+        self.queue = self._open()
+        self.calls_since_open = 0
+
+
 # ---------------------------------------------------------------- FIFO
 
 
-class FifoMachine(RuleBasedStateMachine):
+class FifoMachine(Reopening, RuleBasedStateMachine):
     """``PersistentQueueWithCapacity`` against a deque."""
 
     def __init__(self) -> None:
@@ -152,24 +185,6 @@ class FifoMachine(RuleBasedStateMachine):
             event("unpop beyond capacity")
         self.model.extendleft(reversed(items))
 
-    @precondition(lambda self: self.calls_since_open > 0)
-    @rule()
-    def reopen(self) -> None:
-        self.open_queue.close()
-        self.queue = None
-        self.queue = self._open()
-        self.calls_since_open = 0
-
-    @precondition(lambda self: self.calls_since_open > 0)
-    @rule()
-    def crash_and_reopen(self) -> None:
-        # What kill -9 leaves: every write is in the WAL, but close() never ran,
-        # so counters not yet saved must be found again from the keys.
-        self.open_queue._store.close()
-        self.queue = None
-        self.queue = self._open()
-        self.calls_since_open = 0
-
     @invariant()
     def counters_match(self) -> None:
         queue = self.open_queue
@@ -273,7 +288,7 @@ class MpmcModel:
         return self.positions.pop(label, None) is not None
 
 
-class MpmcMachine(RuleBasedStateMachine):
+class MpmcMachine(Reopening, RuleBasedStateMachine):
     """``MpmcQueue`` with a TTL and a fake clock against :class:`MpmcModel`."""
 
     def __init__(self) -> None:
@@ -353,23 +368,6 @@ class MpmcMachine(RuleBasedStateMachine):
     @rule(seconds=st.integers(min_value=-5, max_value=15))
     def move_clock(self, seconds: int) -> None:
         self.clock.advance(seconds)
-
-    @precondition(lambda self: self.calls_since_open > 0)
-    @rule()
-    def reopen(self) -> None:
-        self.open_queue.close()
-        self.queue = None
-        self.queue = self._open()
-        self.calls_since_open = 0
-
-    @precondition(lambda self: self.calls_since_open > 0)
-    @rule()
-    def crash_and_reopen(self) -> None:
-        # As in FifoMachine: close() never runs, unsaved counters are found again.
-        self.open_queue._store.close()
-        self.queue = None
-        self.queue = self._open()
-        self.calls_since_open = 0
 
     @invariant()
     def state_matches(self) -> None:
