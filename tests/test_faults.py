@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import raw_database
 from rocksdict import Options, Rdict
 
 from rocksq_aio import (
@@ -759,23 +760,6 @@ POSITION = struct.Struct(">QB")
 
 def _index(number: int) -> bytes:
     return struct.pack(">Q", number)
-
-
-@contextlib.contextmanager
-def raw_database(path: Path) -> Iterator[dict[str, Any]]:
-    """The queue's RocksDB opened by hand: raw bytes, every column family it has."""
-    families = list(Rdict.list_cf(str(path), Options(raw_mode=True)))
-    db = Rdict(
-        str(path),
-        Options(raw_mode=True),
-        column_families={name: Options(raw_mode=True) for name in families},
-    )
-    handles = {name: db.get_column_family(name) for name in families}
-    try:
-        yield handles
-    finally:
-        handles.clear()
-        db.close()
 
 
 def dump(path: Path) -> dict[str, list[tuple[bytes, bytes]]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_faults import raw_database
+from conftest import raw_database
 
 from rocksq_aio import (
     QueueClosedError,

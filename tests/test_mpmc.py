@@ -9,8 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import FakeClock
-from test_faults import raw_database
+from conftest import FakeClock, raw_database
 
 from rocksq_aio import QueueClosedError, StartPosition, remove_mpmc_queue
 from rocksq_aio.blocking import MpmcQueue
