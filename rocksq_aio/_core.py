@@ -414,10 +414,12 @@ class FifoCore(_CoreBase[FifoState]):
             head, tail = _plan.recovered_fifo_bounds(saved, first, last, SAVE_COUNTERS_EVERY)
             if (head, tail) == (saved.head, saved.tail):
                 state = saved
+            elif head == tail:
+                state = FifoState(head, tail, 0)
             else:
                 # Only a process that died with unsaved counters gets here:
-                # the payload of what is left has to be counted again.
-                state = FifoState(head, tail, store.payload_of(head, tail))
+                # the payload is counted when first asked for, not at open.
+                state = FifoState(head, tail, _plan.PAYLOAD_UNKNOWN)
             if bounds is not None and (bounds[0] < head or bounds[1] >= tail):
                 store.discard_outside(head, tail)
         if state != saved or kind != FIFO_KIND:
@@ -436,8 +438,20 @@ class FifoCore(_CoreBase[FifoState]):
 
     @property
     def payload_size(self) -> int:
-        """Sum of the stored items' sizes in bytes."""
-        return self._state.payload_size
+        """Sum of the stored items' sizes in bytes.
+
+        Answered from memory, except the first time after an unclean shutdown,
+        when it is counted by reading the queue once.
+        """
+        payload = self._state.payload_size
+        if payload < _plan.PAYLOAD_UNKNOWN_FLOOR:
+            return payload
+        with self._lock:
+            head, tail, payload = self._state
+            if payload >= _plan.PAYLOAD_UNKNOWN_FLOOR:
+                payload = 0 if head == tail else self._store.payload_of(head, tail)
+                self._state = FifoState(head, tail, payload)
+            return payload
 
     @staticmethod
     def push_operation(items: object) -> Operation:

@@ -139,6 +139,14 @@ class WritePlan:
 # ---------------------------------------------------------------- FIFO
 
 
+PAYLOAD_UNKNOWN = 1 << 63
+"""The payload size of a FIFO queue recovered after an unclean shutdown, until
+someone asks for it (counting it means reading every element). Pushes and pops
+go on adding and subtracting sizes, so any value from ``PAYLOAD_UNKNOWN_FLOOR``
+up, in memory or in the saved counters, means "unknown"."""
+PAYLOAD_UNKNOWN_FLOOR = 1 << 62
+
+
 class FifoState(NamedTuple):
     # A NamedTuple: immutable and several times cheaper to build than a
     # frozen dataclass, which matters on the one-item push/pop path.
@@ -167,7 +175,7 @@ def decode_fifo_state(raw: bytes) -> FifoState:
     head, tail, payload_size = _FIFO_STATE.unpack(raw)
     if head > tail:
         raise QueueCorruptedError(f"FIFO counters say head {head} > tail {tail}")
-    if head == tail and payload_size != 0:
+    if head == tail and 0 < payload_size < PAYLOAD_UNKNOWN_FLOOR:
         raise QueueCorruptedError(f"FIFO is empty but its payload size is {payload_size}")
     return FifoState(head, tail, payload_size)
 

@@ -751,3 +751,44 @@ def test_a_release_staged_below_a_head_with_unsaved_counters_is_undone_at_open(
         # The lease of the dead handle is released at open: its items come first.
         assert_counters(queue, items[:3] + items[6:])
         assert drain(queue) == items[:3] + items[6:]
+
+
+def test_after_a_crash_the_payload_is_counted_when_first_read_not_at_open(
+    queue_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rocksq_aio._storage import Store
+
+    counted: list[tuple[int, int]] = []
+    real_payload_of = Store.payload_of
+
+    def counting_payload_of(store: Store, start: int, stop: int) -> int:
+        counted.append((start, stop))
+        return real_payload_of(store, start, stop)
+
+    monkeypatch.setattr(Store, "payload_of", counting_payload_of)
+    expected: deque[bytes] = deque()
+    for run in range(2):  # the payload stays unknown across a second crash
+        subprocess.run(
+            [sys.executable, "-c", _DIE_AFTER_ONE_ITEM_CALLS_SCRIPT, queue_path, "30", "4"],
+            timeout=120,
+            check=True,
+        )
+        expected.extend(b"item-%d-" % number + b"x" * (number % 7) for number in range(30))
+        for _ in range(4):
+            expected.popleft()
+        queue = PersistentQueueWithCapacity(queue_path)
+        assert counted == []  # opening read no element
+        assert queue.len == len(expected)
+        if run == 0:
+            queue._store.close()  # a crash again, payload still not counted
+    queue.push([b"one more"])
+    expected.append(b"one more")
+    assert queue.pop() == [expected.popleft()]
+    assert queue.payload_size == sum(map(len, expected))
+    assert counted == [(queue._state.head, queue._state.tail)]
+    assert queue.payload_size == sum(map(len, expected))  # from memory from now on
+    assert len(counted) == 1
+    queue.close()
+    with PersistentQueueWithCapacity(queue_path) as queue:
+        assert_counters(queue, list(expected))
+    assert len(counted) == 1
