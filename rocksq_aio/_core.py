@@ -186,6 +186,8 @@ class _CoreBase(Generic[StateT]):
     _lock: threading.Lock
     _pending: deque[Operation]
     _pending_lock: threading.Lock
+    _unsaved: int
+    """One-item writes since the counters were last saved (format v2)."""
 
     def _start_dispatch(self) -> None:
         # Counts commits that made elements available; async waiters watch it.
@@ -326,7 +328,13 @@ class _CoreBase(Generic[StateT]):
                 self._store.close()
 
     def _before_close_locked(self) -> None:
-        """Last writes of a clean close."""
+        # Saved counters spare the next open its search for the head and tail.
+        if self._unsaved and self._store.failure is None and not self._store.closed:
+            self._store.apply(WritePlan(meta_puts=[(STATE_KEY, self._encoded_counters())]))
+            self._unsaved = 0
+
+    def _encoded_counters(self) -> bytes:
+        raise NotImplementedError
 
     def __enter__(self) -> _CoreBase[StateT]:
         return self
@@ -429,12 +437,8 @@ class FifoCore(_CoreBase[FifoState]):
             store.apply(plan, sync=True)
         return state
 
-    def _before_close_locked(self) -> None:
-        # Saved counters spare the next open its search for the head and tail.
-        if self._unsaved and self._store.failure is None and not self._store.closed:
-            plan = WritePlan(meta_puts=[(STATE_KEY, _plan.encode_fifo_state(self._state))])
-            self._store.apply(plan)
-            self._unsaved = 0
+    def _encoded_counters(self) -> bytes:
+        return _plan.encode_fifo_state(self._state)
 
     @property
     def payload_size(self) -> int:
@@ -877,12 +881,8 @@ class MpmcCore(_CoreBase[MpmcState]):
         self._redeliver_dead_leases()
         return MpmcState(head, tail, newest, positions)
 
-    def _before_close_locked(self) -> None:
-        # Saved counters spare the next open its search for the tail.
-        if self._unsaved and self._store.failure is None and not self._store.closed:
-            counters = _plan.encode_mpmc_counters(self._state)
-            self._store.apply(WritePlan(meta_puts=[(STATE_KEY, counters)]))
-            self._unsaved = 0
+    def _encoded_counters(self) -> bytes:
+        return _plan.encode_mpmc_counters(self._state)
 
     def _redeliver_dead_leases(self) -> None:
         """Leases found at open were never acknowledged: their items go to their label first."""
