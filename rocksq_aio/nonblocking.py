@@ -404,16 +404,14 @@ class PersistentQueueWithCapacity(_NonblockingQueue[FifoCore]):
     def push(self, items: Sequence[BytesLike], no_gil: bool = True) -> Response:
         if no_gil is not True:
             _validate.flag(no_gil, "no_gil")
-        operation = FifoCore.push_operation(items)
-        self._worker.submit(operation)
-        return Response(self._worker, operation, _pushed)
+        return Response(self._worker, self._perform(FifoCore.push_operation(items)), _pushed)
 
     def pop(self, max_elements: int = 1, no_gil: bool = True) -> Response:
         if no_gil is not True:
             _validate.flag(no_gil, "no_gil")
-        operation = FifoCore.pop_operation(max_elements)
-        self._worker.submit(operation)
-        return Response(self._worker, operation, ResponseVariant)
+        return Response(
+            self._worker, self._perform(FifoCore.pop_operation(max_elements)), ResponseVariant
+        )
 
     # As in RocksQ, these are answered by the worker, after every operation
     # submitted before them.
@@ -440,6 +438,14 @@ class PersistentQueueWithCapacity(_NonblockingQueue[FifoCore]):
     @property
     def is_empty(self) -> bool:
         return self._core.is_empty
+
+
+def _added(_result: None) -> MpmcResponseVariant:
+    return MpmcResponseVariant()
+
+
+def _read(result: tuple[list[bytes], bool]) -> MpmcResponseVariant:
+    return MpmcResponseVariant(data=(result[0], result[1]))
 
 
 class MpmcQueue(_NonblockingQueue[MpmcCore]):
@@ -480,12 +486,9 @@ class MpmcQueue(_NonblockingQueue[MpmcCore]):
         self.close()
 
     def add(self, items: Sequence[BytesLike], no_gil: bool = True) -> MpmcResponse:
-        _validate.flag(no_gil, "no_gil")
-        return MpmcResponse(
-            self._worker,
-            self._perform(MpmcCore.add_operation(items)),
-            lambda _: MpmcResponseVariant(),
-        )
+        if no_gil is not True:
+            _validate.flag(no_gil, "no_gil")
+        return MpmcResponse(self._worker, self._perform(MpmcCore.add_operation(items)), _added)
 
     def next(
         self,
@@ -494,13 +497,10 @@ class MpmcQueue(_NonblockingQueue[MpmcCore]):
         max_elements: int = 1,
         no_gil: bool = True,
     ) -> MpmcResponse:
-        _validate.flag(no_gil, "no_gil")
+        if no_gil is not True:
+            _validate.flag(no_gil, "no_gil")
         operation = MpmcCore.next_operation(label, start_position, max_elements)
-        return MpmcResponse(
-            self._worker,
-            self._perform(operation),
-            lambda result: MpmcResponseVariant(data=(result[0], result[1])),
-        )
+        return MpmcResponse(self._worker, self._perform(operation), _read)
 
     def remove_label(self, label: str) -> MpmcResponse:
         return MpmcResponse(
