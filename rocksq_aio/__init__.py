@@ -1,12 +1,14 @@
-"""rocksq_aio: an asyncio-native, embedded, persistent queue on RocksDB.
+"""rocksq_aio: an asyncio-native persistent queue, embedded on RocksDB by default.
 
 The async classes live at the top of the package; ``rocksq_aio.blocking`` and
-``rocksq_aio.nonblocking`` are drop-in replacements for RocksQ's modules.
+``rocksq_aio.nonblocking`` are drop-in replacements for RocksQ's modules. The
+path names the engine: a directory (RocksDB) or ``memory://NAME`` (in memory).
 """
 
 from __future__ import annotations
 
 from ._async import MpmcQueue, PersistentQueue
+from ._engines import remove as _remove
 from ._errors import (
     QueueClosedError,
     QueueCorruptedError,
@@ -15,7 +17,6 @@ from ._errors import (
     QueueIOError,
     QueueLockedError,
 )
-from ._storage import destroy as _destroy
 from ._types import StartPosition
 
 __version__ = "0.1.0"
@@ -43,10 +44,10 @@ def version() -> str:
 
 
 def remove_queue(path: str) -> None:
-    """Delete a FIFO queue's directory; the queue must be closed."""
-    _destroy(path)
+    """Delete a FIFO queue and everything it stores; the queue must be closed."""
+    _remove(path)
 
 
 def remove_mpmc_queue(path: str) -> None:
-    """Delete an MPMC queue's directory; the queue must be closed."""
-    _destroy(path)
+    """Delete an MPMC queue and everything it stores; the queue must be closed."""
+    _remove(path)

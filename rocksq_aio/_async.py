@@ -1,10 +1,11 @@
 """The async face: ``rocksq_aio.PersistentQueue`` and ``rocksq_aio.MpmcQueue``.
 
-Each call is validated in the caller, submitted to the core, and executed by
-the queue's dedicated worker (``anyio.to_thread.run_sync`` under the queue's
-own ``CapacityLimiter(1)``), which group-commits everything pending. A caller
-cancelled at any point either withdraws its operation (not started) or has the
-core give back the items of a pop/next that already committed.
+Each call is validated in the caller into an operation and handed to the
+queue's worker (``_worker``), which group-commits everything pending through
+``anyio.to_thread.run_sync``. A caller cancelled at any point either withdraws
+its operation (not started) or has its items given back, through the worker,
+if its batch had already committed. The face knows the engine only through the
+protocol in ``_engine``.
 """
 
 from __future__ import annotations
@@ -13,66 +14,26 @@ from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import anyio
-import anyio.lowlevel
 
-from . import _validate
-from ._core import (
+from . import _dispatch, _engines, _validate
+from ._dispatch import Operation, Reservation, give_back_operation, settle_operation
+from ._engine import FifoEngine, MpmcEngine
+from ._face import EngineProperties, EngineT
+from ._options import (
+    DEFAULT_BATCH_BYTES,
     DEFAULT_CACHE_BYTES,
     DEFAULT_CAPACITY,
     DEFAULT_DIRECTORY_MODE,
+    DEFAULT_MAX_INFLIGHT_OPS,
     Clock,
-    FifoCore,
-    Kind,
-    Lease,
-    MpmcCore,
-    MpmcLease,
-    Operation,
-    Stage,
+    FifoOptions,
+    MpmcOptions,
 )
-from ._storage import DEFAULT_BATCH_BYTES
 from ._types import BytesLike, StartPosition
-
-DEFAULT_MAX_INFLIGHT_OPS = 1000
-
-CoreT = TypeVar("CoreT", FifoCore, MpmcCore)
-
-
-class _InflightSlots:
-    """A counting semaphore that only yields to the loop when it must wait.
-
-    anyio.Semaphore checkpoints on every acquire, an extra trip through the
-    event loop per operation that costs more than the operation itself.
-    """
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.free = total
-        self._waiters: deque[anyio.Event] = deque()
-
-    async def acquire(self) -> None:
-        while self.free <= 0:
-            woken = anyio.Event()
-            self._waiters.append(woken)
-            try:
-                await woken.wait()
-            except BaseException:
-                if woken.is_set():
-                    self._wake_next()  # pass on the wake-up we will not use
-                else:
-                    self._waiters.remove(woken)
-                raise
-        self.free -= 1
-
-    def release(self) -> None:
-        self.free += 1
-        self._wake_next()
-
-    def _wake_next(self) -> None:
-        if self._waiters and self.free > 0:
-            self._waiters.popleft().set()
+from ._worker import Worker
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -95,175 +56,74 @@ async def _wait_until(arrival: anyio.Event, deadline: float | None) -> bool:
 
 
 class _Held:
-    """Items an iterator read ahead and has not yielded yet."""
+    """Items an iterator read ahead and has not yielded yet: the rest of one read."""
 
-    __slots__ = ("first_index", "items", "label")
+    __slots__ = ("delivered", "items", "read")
 
-    def __init__(self, label: str | None = None) -> None:
+    def __init__(self) -> None:
+        self.read: Operation | None = None
         self.items: deque[bytes] = deque()
-        self.label = label
-        self.first_index: int | None = None  # MPMC: index of items[0], None if given back before
+        self.delivered = 0
+
+    def hold(self, read: Operation, items: list[bytes]) -> None:
+        self.read = read
+        self.items.extend(items)
+        self.delivered = 0
 
     def take(self) -> bytes:
-        if self.first_index is not None:
-            self.first_index += 1
+        self.delivered += 1
         return self.items.popleft()
 
 
-class _AsyncQueue(Generic[CoreT]):
-    _core: CoreT
-
-    def __init__(self, core: CoreT, max_inflight_ops: object) -> None:
-        self._core = core
-        self._max_inflight = _validate.positive_int(max_inflight_ops, "max_inflight_ops")
-        # anyio primitives need a running event loop: made on first use.
-        self._limiter: anyio.CapacityLimiter | None = None
-        self._loop: object = None
-        self._inflight = _InflightSlots(self._max_inflight)
-        self._arrival: anyio.Event | None = None
-        self._seen_arrivals = 0
-        # Set while one task has the worker drain pending operations; the
-        # other callers wait for it instead of queueing drains of their own.
-        self._draining: anyio.Event | None = None
+class _AsyncQueue(EngineProperties[EngineT]):
+    def __init__(self, engine: EngineT, max_inflight: int) -> None:
+        self._engine = engine
+        self._worker = Worker(engine, max_inflight)
         # Items that open iterators (items(), consume()) have read but not yet
-        # yielded; closing the queue gives them back before the core closes.
+        # yielded; closing the queue gives them back before the engine closes.
         self._held: set[_Held] = set()
-
-    @property
-    def path(self) -> str:
-        return self._core.path
-
-    @property
-    def closed(self) -> bool:
-        return self._core.closed
-
-    @property
-    def len(self) -> int:
-        return self._core.len
-
-    def __len__(self) -> int:
-        return self._core.len
-
-    @property
-    def is_empty(self) -> bool:
-        return self._core.is_empty
-
-    @property
-    def disk_size(self) -> int:
-        return self._core.disk_size
 
     @property
     def inflight_ops(self) -> int:
         """Operations submitted and not finished yet."""
-        return self._inflight.total - self._inflight.free
-
-    def _follow_event_loop(self) -> None:
-        # anyio primitives belong to the event loop that made them: a queue
-        # used under one loop (asyncio.run, trio.run, ...) and then another
-        # makes new ones.
-        loop = anyio.lowlevel.current_token().native_token
-        if loop is not self._loop:
-            self._loop = loop
-            self._limiter = None
-            self._arrival = None
-            self._draining = None
-
-    def _worker_limiter(self) -> anyio.CapacityLimiter:
-        self._follow_event_loop()
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(1)
-        return self._limiter
+        return self._worker.inflight
 
     async def _perform(self, operation: Operation) -> Any:
-        core = self._core
-        inflight = self._inflight
-        await inflight.acquire()
-        try:
-            core.submit(operation)
-            try:
-                while operation.stage is not Stage.DONE:
-                    if self._draining is None:
-                        await self._lead_drain()
-                    else:
-                        # A drain is running in the worker: it or the next one
-                        # (led by one of us) will take this operation too.
-                        await self._draining.wait()
-            except BaseException:
-                core.abandon(operation)
-                raise
-            finally:
-                self._announce_arrivals()
-        finally:
-            inflight.release()
-        return operation.outcome()
+        return await self._worker.perform(operation)
 
-    async def _lead_drain(self) -> None:
-        finished = self._draining = anyio.Event()
-        try:
-            # Shielded: a leader cancelled before the worker started (at the
-            # limiter, say) would hand the lead to the next caller, which may
-            # be cancelled there too, and nothing would ever drain. The
-            # leader's own cancellation comes after, and its items go back.
-            with anyio.CancelScope(shield=True):
-                # One trip around the loop first lets every task that is
-                # ready submit too, so the worker commits them as one group.
-                await anyio.lowlevel.checkpoint()
-                await anyio.to_thread.run_sync(self._core.drain, limiter=self._worker_limiter())
-        finally:
-            self._draining = None
-            finished.set()
-
-    def _announce_arrivals(self) -> None:
-        # Wakes waiters on the event loop thread once the core has
-        # committed new elements (pushes, adds, and items given back).
-        arrivals = self._core.arrivals
-        if arrivals != self._seen_arrivals:
-            self._seen_arrivals = arrivals
-            if self._arrival is not None:
-                self._arrival.set()
-                self._arrival = None
-
-    def _arrival_event(self) -> anyio.Event:
-        self._follow_event_loop()
-        if self._arrival is None:
-            self._arrival = anyio.Event()
-        return self._arrival
-
-    def _give_back(self, held: _Held) -> None:
-        raise NotImplementedError
-
-    def _release_held(self, held: _Held) -> None:
-        """Give back what ``held`` read ahead; runs on the event loop's thread."""
+    def _take_held(self, held: _Held) -> Operation | None:
+        """Forget what ``held`` read ahead; the give-back that returns it, if any."""
         self._held.discard(held)
-        try:
-            if held.items and not self._core.closed:
-                self._give_back(held)
-                self._announce_arrivals()
-        finally:
-            held.items.clear()
+        read = held.read
+        remaining = bool(held.items)
+        held.items.clear()
+        held.read = None
+        if read is None or not remaining or self._engine.closed:
+            return None
+        return give_back_operation(read, held.delivered)
 
-    def _release_all_held(self) -> None:
-        for held in list(self._held):
-            self._release_held(held)
-
-    def _wake_waiters(self) -> None:
-        # After a close: parked waiters retry and get QueueClosedError.
-        if self._arrival is not None:
-            self._arrival.set()
-            self._arrival = None
+    async def _release_held(self, held: _Held) -> None:
+        """Give back what ``held`` read ahead, through the worker."""
+        give_back = self._take_held(held)
+        if give_back is not None:
+            with anyio.CancelScope(shield=True):
+                await self._worker.give_back(give_back)
 
     async def aclose(self) -> None:
         """Give back read-ahead items, finish the operation in progress, release the queue."""
         with anyio.CancelScope(shield=True):
-            self._release_all_held()
-            await anyio.to_thread.run_sync(self._core.close, limiter=self._worker_limiter())
-            self._wake_waiters()
+            for held in list(self._held):
+                await self._release_held(held)
+            await self._worker.aclose()
 
     def close(self) -> None:
         """Release the queue from synchronous code (from the event loop's thread, if any)."""
-        self._release_all_held()
-        self._core.close()
-        self._wake_waiters()
+        for held in list(self._held):
+            give_back = self._take_held(held)
+            if give_back is not None:
+                self._engine.run(give_back)
+        self._engine.close()
+        self._worker.wake_waiters()
 
     async def __aexit__(
         self,
@@ -276,7 +136,7 @@ class _AsyncQueue(Generic[CoreT]):
 
 @asynccontextmanager
 async def _settled(batch: ReservedBatch) -> AsyncGenerator[list[bytes], None]:
-    """Acknowledge ``batch`` if the block succeeds, release it otherwise."""
+    """Ack ``batch`` if the block succeeds, nack it otherwise."""
     try:
         yield batch.items
     except BaseException:
@@ -290,29 +150,32 @@ async def _settled(batch: ReservedBatch) -> AsyncGenerator[list[bytes], None]:
 class ReservedBatch:
     """Reserved items; settle them with ``await ack()`` or ``await nack()`` (once)."""
 
-    def __init__(self, queue: _AsyncQueue[Any], lease: Lease | MpmcLease) -> None:
+    def __init__(self, queue: _AsyncQueue[Any], reservation: Reservation) -> None:
         self._queue = queue
-        self._lease = lease
+        self._reservation = reservation
 
     @property
     def items(self) -> list[bytes]:
-        return self._lease.items
+        return self._reservation.items
 
     @property
     def settled(self) -> bool:
-        return self._lease.settled
+        return self._reservation.settled
 
     async def ack(self) -> None:
         """The items were processed: they are never delivered again."""
-        await self._queue._perform(Operation(Kind.ACKNOWLEDGE, (self._lease,)))
+        await self._queue._perform(settle_operation(self._reservation, ack=True))
 
     async def nack(self) -> None:
         """The items were not processed: they are delivered again, first."""
-        await self._queue._perform(Operation(Kind.RELEASE, (self._lease,)))
+        await self._queue._perform(settle_operation(self._reservation, ack=False))
 
 
-class PersistentQueue(_AsyncQueue[FifoCore]):
-    """A persistent FIFO queue of bytes for async code (asyncio, uvloop, trio)."""
+class PersistentQueue(_AsyncQueue[FifoEngine]):
+    """A persistent FIFO queue of bytes for async code (asyncio, uvloop, trio).
+
+    ``path`` names the engine: a directory (RocksDB) or ``memory://NAME``.
+    """
 
     def __init__(
         self,
@@ -325,37 +188,28 @@ class PersistentQueue(_AsyncQueue[FifoCore]):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
     ) -> None:
-        _validate.positive_int(max_inflight_ops, "max_inflight_ops")
-        super().__init__(
-            FifoCore(
-                path,
-                max_elements,
-                sync=sync,
-                batch_bytes=batch_bytes,
-                cache_bytes=cache_bytes,
-                directory_mode=directory_mode,
-            ),
-            max_inflight_ops,
-        )
+        options = FifoOptions.from_arguments(locals())
+        inflight = options.inflight_limit()
+        super().__init__(_engines.open_fifo(path, options), inflight)
 
     async def __aenter__(self) -> PersistentQueue:
         return self
 
     @property
     def payload_size(self) -> int:
-        return self._core.payload_size
+        return self._engine.payload_size
 
     @property
     def max_elements(self) -> int:
-        return self._core.capacity
+        return self._engine.max_elements
 
     async def push(self, items: Sequence[BytesLike]) -> None:
         """Append ``items`` atomically; QueueFullError (nothing written) if they don't fit."""
-        await self._perform(FifoCore.push_operation(items))
+        await self._worker.perform(_dispatch.push_operation(items))
 
     async def pop(self, max_elements: int = 1) -> list[bytes]:
         """Remove and return up to ``max_elements`` items ([] when empty)."""
-        items: list[bytes] = await self._perform(FifoCore.pop_operation(max_elements))
+        items: list[bytes] = await self._worker.perform(_dispatch.pop_operation(max_elements))
         return items
 
     async def pop_wait(self, max_elements: int = 1, timeout: float | None = None) -> list[bytes]:
@@ -363,18 +217,19 @@ class PersistentQueue(_AsyncQueue[FifoCore]):
 
         The queue is always looked at once, even with ``timeout=0``.
         """
-        FifoCore.pop_operation(max_elements)  # validates before waiting
+        _validate.positive_int(max_elements, "max_elements")  # before waiting
         deadline = _deadline(timeout)
+        worker = self._worker
         while True:
-            arrival = self._arrival_event()
+            arrival = worker.arrival_event()
             items = await self.pop(max_elements)
             if items or not await _wait_until(arrival, deadline):
                 return items
 
     @property
     def pending(self) -> int:
-        """Items reserved and not yet acknowledged or released."""
-        return self._core.pending
+        """Items reserved and not yet acked or nacked."""
+        return self._engine.pending
 
     async def reserve_batch(
         self, max_elements: int = 1, timeout: float | None = None
@@ -385,13 +240,16 @@ class PersistentQueue(_AsyncQueue[FifoCore]):
         batch.nack()``, a cancellation of this call, or the death of the
         process puts them back at the head. Empty after ``timeout`` seconds.
         """
-        FifoCore.reserve_operation(max_elements)  # validates before waiting
+        _validate.positive_int(max_elements, "max_elements")  # before waiting
         deadline = _deadline(timeout)
+        worker = self._worker
         while True:
-            arrival = self._arrival_event()
-            lease: Lease = await self._perform(FifoCore.reserve_operation(max_elements))
-            if lease.items or not await _wait_until(arrival, deadline):
-                return ReservedBatch(self, lease)
+            arrival = worker.arrival_event()
+            reservation: Reservation = await worker.perform(
+                _dispatch.reserve_operation(max_elements)
+            )
+            if reservation.items or not await _wait_until(arrival, deadline):
+                return ReservedBatch(self, reservation)
 
     @asynccontextmanager
     async def reserve(
@@ -418,21 +276,27 @@ class PersistentQueue(_AsyncQueue[FifoCore]):
         _validate.positive_int(batch_size, "batch_size")
         held = _Held()
         self._held.add(held)
+        worker = self._worker
         try:
             while True:
                 if not held.items:
-                    held.items.extend(await self.pop_wait(batch_size))
+                    arrival = worker.arrival_event()
+                    read = _dispatch.pop_operation(batch_size)
+                    items: list[bytes] = await worker.perform(read)
+                    if not items:
+                        await arrival.wait()
+                    held.hold(read, items)
                     continue
                 yield held.take()
         finally:
-            self._release_held(held)
-
-    def _give_back(self, held: _Held) -> None:
-        self._core.unpop(list(held.items))
+            await self._release_held(held)
 
 
-class MpmcQueue(_AsyncQueue[MpmcCore]):
-    """A persistent stream read by many labelled consumers, for async code."""
+class MpmcQueue(_AsyncQueue[MpmcEngine]):
+    """A persistent stream read by many labelled consumers, for async code.
+
+    ``path`` names the engine: a directory (RocksDB) or ``memory://NAME``.
+    """
 
     def __init__(
         self,
@@ -446,31 +310,24 @@ class MpmcQueue(_AsyncQueue[MpmcCore]):
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        _validate.positive_int(max_inflight_ops, "max_inflight_ops")
-        options: dict[str, Any] = {
-            "sync": sync,
-            "batch_bytes": batch_bytes,
-            "directory_mode": directory_mode,
-            "cache_bytes": cache_bytes,
-        }
-        if clock is not None:
-            options["clock"] = clock
-        super().__init__(MpmcCore(path, ttl, **options), max_inflight_ops)
+        options = MpmcOptions.from_arguments(locals())
+        inflight = options.inflight_limit()
+        super().__init__(_engines.open_mpmc(path, options), inflight)
 
     async def __aenter__(self) -> MpmcQueue:
         return self
 
     @property
     def labels(self) -> list[str]:
-        return self._core.labels
+        return self._engine.labels
 
     @property
     def ttl(self) -> float:
-        return self._core.ttl
+        return self._engine.ttl
 
     async def add(self, items: Sequence[BytesLike]) -> None:
         """Append ``items`` atomically, stamped with the current time."""
-        await self._perform(MpmcCore.add_operation(items))
+        await self._worker.perform(_dispatch.add_operation(items))
 
     async def next(
         self,
@@ -479,13 +336,14 @@ class MpmcQueue(_AsyncQueue[MpmcCore]):
         max_elements: int = 1,
     ) -> tuple[list[bytes], bool]:
         """Read up to ``max_elements`` for ``label``; the bool reports TTL losses once."""
-        items, expired, _start = await self._perform(
-            MpmcCore.next_operation(label, start_position, max_elements)
+        read: tuple[list[bytes], bool] = await self._worker.perform(
+            _dispatch.next_operation(label, start_position, max_elements)
         )
-        return items, expired
+        return read
 
     async def remove_label(self, label: str) -> bool:
-        removed: bool = await self._perform(MpmcCore.remove_label_operation(label))
+        """Forget ``label`` and its position; False when it did not exist."""
+        removed: bool = await self._worker.perform(_dispatch.remove_label_operation(label))
         return removed
 
     async def next_wait(
@@ -501,17 +359,18 @@ class MpmcQueue(_AsyncQueue[MpmcCore]):
         elements expired. The queue is always looked at once, even with
         ``timeout=0``.
         """
-        MpmcCore.next_operation(label, start_position, max_elements)  # validates first
+        _dispatch.next_operation(label, start_position, max_elements)  # validates first
         deadline = _deadline(timeout)
+        worker = self._worker
         while True:
-            arrival = self._arrival_event()
+            arrival = worker.arrival_event()
             items, expired = await self.next(label, start_position, max_elements)
             if items or expired or not await _wait_until(arrival, deadline):
                 return items, expired
 
     def pending(self, label: str) -> int:
-        """Items ``label`` reserved and has not acknowledged or released yet."""
-        return self._core.pending(label)
+        """Items ``label`` reserved and has not acked or nacked yet."""
+        return self._engine.pending(label)
 
     async def reserve_batch(
         self,
@@ -527,15 +386,16 @@ class MpmcQueue(_AsyncQueue[MpmcCore]):
         the process delivers them to the label again, first. Empty after
         ``timeout`` seconds.
         """
-        MpmcCore.reserve_operation(label, start_position, max_elements)  # validates first
+        _dispatch.next_operation(label, start_position, max_elements)  # validates first
         deadline = _deadline(timeout)
+        worker = self._worker
         while True:
-            arrival = self._arrival_event()
-            lease: MpmcLease = await self._perform(
-                MpmcCore.reserve_operation(label, start_position, max_elements)
+            arrival = worker.arrival_event()
+            reservation: Reservation = await worker.perform(
+                _dispatch.reserve_label_operation(label, start_position, max_elements)
             )
-            if lease.items or not await _wait_until(arrival, deadline):
-                return ReservedBatch(self, lease)
+            if reservation.items or not await _wait_until(arrival, deadline):
+                return ReservedBatch(self, reservation)
 
     @asynccontextmanager
     async def reserve(
@@ -559,26 +419,22 @@ class MpmcQueue(_AsyncQueue[MpmcCore]):
         """Yield ``label``'s items forever, waiting for new ones without polling.
 
         With ``batch_size`` > 1, items read but not yet yielded when the
-        iteration stops (or the queue closes) are handed back to the label.
+        iteration stops (or the queue closes) are given back to the label.
         """
-        MpmcCore.next_operation(label, start_position, batch_size)  # validates first
-        held = _Held(label)
+        _dispatch.next_operation(label, start_position, batch_size)  # validates first
+        held = _Held()
         self._held.add(held)
+        worker = self._worker
         try:
             while True:
                 if not held.items:
-                    arrival = self._arrival_event()
-                    items, _expired, held.first_index = await self._perform(
-                        MpmcCore.next_operation(label, start_position, batch_size)
-                    )
+                    arrival = worker.arrival_event()
+                    read = _dispatch.next_operation(label, start_position, batch_size)
+                    items, _expired = await worker.perform(read)
                     if not items:
                         await arrival.wait()
-                    held.items.extend(items)
+                    held.hold(read, items)
                     continue
                 yield held.take()
         finally:
-            self._release_held(held)
-
-    def _give_back(self, held: _Held) -> None:
-        assert held.label is not None
-        self._core.give_back(held.label, list(held.items), held.first_index)
+            await self._release_held(held)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+from types import TracebackType
 from typing import TypeAlias
 
 
-class StartPosition(enum.Enum):
+class StartPosition(enum.IntEnum):
     """Where a new MPMC label starts reading (RocksQ's names and values)."""
 
     Oldest = 0
@@ -17,3 +18,18 @@ class StartPosition(enum.Enum):
 
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 """What an item may be; items always come back as bytes."""
+
+
+class ClosesOnExit:
+    """``with queue:`` closes the queue at the end of the block."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -10,31 +10,26 @@ included), can be read more than once, and is awaitable:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
-import threading
-from collections import deque
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-import anyio
-
-from . import _validate
-from ._core import (
+from . import _dispatch, _engines, _validate
+from ._dispatch import Operation, Stage
+from ._engine import FifoEngine, MpmcEngine
+from ._errors import QueueError
+from ._options import (
+    DEFAULT_BATCH_BYTES,
     DEFAULT_CACHE_BYTES,
     DEFAULT_CAPACITY,
     DEFAULT_DIRECTORY_MODE,
+    DEFAULT_MAX_INFLIGHT_OPS,
     Clock,
-    FifoCore,
-    MpmcCore,
-    Operation,
-    Stage,
+    FifoOptions,
+    MpmcOptions,
 )
-from ._errors import QueueClosedError, QueueError
-from ._storage import DEFAULT_BATCH_BYTES
-from ._types import BytesLike, StartPosition
+from ._types import BytesLike, ClosesOnExit, StartPosition
+from ._worker import Call, Task, Worker
 
 __all__ = [
     "MpmcQueue",
@@ -45,8 +40,6 @@ __all__ = [
     "ResponseVariant",
     "StartPosition",
 ]
-
-DEFAULT_MAX_INFLIGHT_OPS = 1000
 
 
 class ResponseVariant:
@@ -145,130 +138,10 @@ def _in_event_loop() -> bool:
     return False
 
 
-class _Call:
-    """A read answered by the worker in submission order (``len``, ``labels``...)."""
-
-    __slots__ = ("error", "function", "result", "stage")
-
-    def __init__(self, function: Callable[[], Any]) -> None:
-        self.function = function
-        self.stage = Stage.PENDING
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.function()
-        except BaseException as error:
-            self.error = error
-        self.stage = Stage.DONE
-
-    def outcome(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-_Task = Operation | _Call
-
-
-class _Worker:
-    """Runs a queue's tasks in submission order on one thread, group-committing operations.
-
-    The thread is the only one of a single-thread executor, which finishes
-    every submitted task before the interpreter exits. It is handed a loop
-    that runs until no task is left, so a caller pays for a thread hand-off
-    only when the worker was idle, not once per call.
-    """
-
-    def __init__(self, core: FifoCore | MpmcCore, max_inflight: int) -> None:
-        self._core = core
-        self._max_inflight = max_inflight
-        self._lock = threading.Lock()
-        self._finished = threading.Condition(self._lock)
-        self._tasks: deque[_Task] = deque()
-        self.inflight = 0
-        self._running = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rocksq_aio-worker")
-
-    def submit(self, task: _Task) -> None:
-        """Queue ``task`` after everything submitted before it (an operation goes to the core).
-
-        Blocks the caller, as RocksQ does, while ``max_inflight_ops`` are unfinished.
-        """
-        with self._lock:
-            while self.inflight >= self._max_inflight:
-                self._finished.wait()
-            if type(task) is Operation:
-                self._core.submit(task)
-            self.inflight += 1
-            self._tasks.append(task)
-            if self._running:
-                return
-            self._running = True
-        try:
-            self._executor.submit(self._run)
-        except RuntimeError:
-            self._withdraw(task)
-            raise QueueClosedError(f"queue at {self._core.path!r} is closed") from None
-
-    def _withdraw(self, task: _Task) -> None:
-        with self._lock:
-            self._running = False
-            self._tasks.remove(task)
-            self.inflight -= 1
-            if type(task) is Operation:
-                self._core.abandon(task)
-            self._finished.notify_all()
-
-    def _run(self) -> None:
-        core = self._core
-        lock = self._lock
-        while True:
-            with lock:
-                if not self._tasks:
-                    self._running = False
-                    return
-                tasks = list(self._tasks)
-                self._tasks.clear()
-            for task in tasks:
-                try:
-                    if isinstance(task, _Call):
-                        task.run()
-                    else:
-                        # An earlier drain may have taken it already, or left
-                        # it pending when its group reached the byte limit.
-                        while task.stage is not Stage.DONE:
-                            core.drain()
-                except BaseException as error:
-                    # drain() reports queue errors on the operations; anything
-                    # else is a bug, reported here rather than hanging get(),
-                    # with the operation withdrawn so that it never runs later.
-                    if isinstance(task, Operation):
-                        with contextlib.suppress(BaseException):
-                            core.abandon(task)
-                    task.error = error
-                    task.stage = Stage.DONE
-            with lock:
-                self.inflight -= len(tasks)
-                self._finished.notify_all()
-
-    def wait(self, task: _Task) -> None:
-        """Block until ``task`` is done."""
-        with self._lock:
-            while task.stage is not Stage.DONE:
-                self._finished.wait()
-
-    def shutdown(self, wait: bool) -> None:
-        self._executor.shutdown(wait=wait)
-
-
 class _Response(Generic[VariantT]):
     __slots__ = ("_make_variant", "_task", "_variant", "_worker")
 
-    def __init__(
-        self, worker: _Worker, task: _Task, make_variant: Callable[[Any], VariantT]
-    ) -> None:
+    def __init__(self, worker: Worker, task: Task, make_variant: Callable[[Any], VariantT]) -> None:
         self._worker = worker
         self._task = task
         self._make_variant: Callable[[Any], VariantT] = make_variant
@@ -308,8 +181,7 @@ class _Response(Generic[VariantT]):
         return self._wait().__await__()
 
     async def _wait(self) -> VariantT:
-        if self._task.stage is not Stage.DONE:
-            await anyio.to_thread.run_sync(self._worker.wait, self._task, abandon_on_cancel=True)
+        await self._worker.wait_async(self._task)
         return self._result()
 
 
@@ -325,21 +197,21 @@ class MpmcResponse(_Response[MpmcResponseVariant]):
     __slots__ = ()
 
 
-CoreT = TypeVar("CoreT", FifoCore, MpmcCore)
+EngineT = TypeVar("EngineT", FifoEngine, MpmcEngine)
 
 
-class _NonblockingQueue(Generic[CoreT]):
-    def __init__(self, core: CoreT, max_inflight_ops: int) -> None:
-        self._core: CoreT = core
-        self._worker = _Worker(core, max_inflight_ops)
+class _NonblockingQueue(ClosesOnExit, Generic[EngineT]):
+    def __init__(self, engine: EngineT, max_inflight_ops: int) -> None:
+        self._engine: EngineT = engine
+        self._worker = Worker(engine, max_inflight_ops)
 
     def _perform(self, operation: Operation) -> Operation:
         self._worker.submit(operation)
         return operation
 
-    def _submit(self, function: Callable[[], Any]) -> _Call:
+    def _submit(self, function: Callable[[], Any]) -> Call:
         """Answer ``function()`` on the worker after everything submitted before it."""
-        call = _Call(function)
+        call = Call(function)
         self._worker.submit(call)
         return call
 
@@ -348,10 +220,20 @@ class _NonblockingQueue(Generic[CoreT]):
         """Operations submitted and not finished yet."""
         return self._worker.inflight
 
+    @property
+    def is_empty(self) -> bool:
+        return self._engine.is_empty
+
+    def _read_len(self) -> int:
+        return self._engine.len
+
+    def _read_disk_size(self) -> int:
+        return self._engine.disk_size
+
     def close(self) -> None:
         """Finish every submitted operation, then release the queue."""
         self._worker.shutdown(wait=True)
-        self._core.close()
+        self._engine.close()
 
     def __del__(self) -> None:
         worker = getattr(self, "_worker", None)
@@ -363,7 +245,23 @@ def _pushed(_result: None) -> ResponseVariant:
     return ResponseVariant()
 
 
-class PersistentQueueWithCapacity(_NonblockingQueue[FifoCore]):
+def _length(length: int) -> ResponseVariant:
+    return ResponseVariant(len=length)
+
+
+def _size(size: int) -> ResponseVariant:
+    return ResponseVariant(size=size)
+
+
+def _mpmc_length(length: int) -> MpmcResponseVariant:
+    return MpmcResponseVariant(len=length)
+
+
+def _mpmc_size(size: int) -> MpmcResponseVariant:
+    return MpmcResponseVariant(size=size)
+
+
+class PersistentQueueWithCapacity(_NonblockingQueue[FifoEngine]):
     """RocksQ's nonblocking FIFO queue."""
 
     def __init__(
@@ -377,67 +275,43 @@ class PersistentQueueWithCapacity(_NonblockingQueue[FifoCore]):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
     ) -> None:
-        inflight = _validate.positive_int(max_inflight_ops, "max_inflight_ops")
-        super().__init__(
-            FifoCore(
-                path,
-                max_elements,
-                sync=sync,
-                batch_bytes=batch_bytes,
-                cache_bytes=cache_bytes,
-                directory_mode=directory_mode,
-            ),
-            inflight,
-        )
+        options = FifoOptions.from_arguments(locals())
+        inflight = options.inflight_limit()
+        super().__init__(_engines.open_fifo(path, options), inflight)
 
     def __enter__(self) -> PersistentQueueWithCapacity:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def push(self, items: Sequence[BytesLike], no_gil: bool = True) -> Response:
         if no_gil is not True:
             _validate.flag(no_gil, "no_gil")
-        return Response(self._worker, self._perform(FifoCore.push_operation(items)), _pushed)
+        return Response(self._worker, self._perform(_dispatch.push_operation(items)), _pushed)
 
     def pop(self, max_elements: int = 1, no_gil: bool = True) -> Response:
         if no_gil is not True:
             _validate.flag(no_gil, "no_gil")
         return Response(
-            self._worker, self._perform(FifoCore.pop_operation(max_elements)), ResponseVariant
+            self._worker, self._perform(_dispatch.pop_operation(max_elements)), ResponseVariant
         )
 
     # As in RocksQ, these are answered by the worker, after every operation
     # submitted before them.
     @property
     def len(self) -> Response:
-        return Response(
-            self._worker, self._submit(lambda: self._core.len), lambda n: ResponseVariant(len=n)
-        )
+        return Response(self._worker, self._submit(self._read_len), _length)
 
     @property
     def payload_size(self) -> Response:
-        core = self._core
+        engine = self._engine
         return Response(
-            self._worker, self._submit(lambda: core.payload_size), lambda n: ResponseVariant(size=n)
+            self._worker,
+            self._submit(lambda: engine.payload_size),
+            lambda n: ResponseVariant(size=n),
         )
 
     @property
     def disk_size(self) -> Response:
-        core = self._core
-        return Response(
-            self._worker, self._submit(lambda: core.disk_size), lambda n: ResponseVariant(size=n)
-        )
-
-    @property
-    def is_empty(self) -> bool:
-        return self._core.is_empty
+        return Response(self._worker, self._submit(self._read_disk_size), _size)
 
 
 def _added(_result: None) -> MpmcResponseVariant:
@@ -445,10 +319,14 @@ def _added(_result: None) -> MpmcResponseVariant:
 
 
 def _read(result: tuple[list[bytes], bool]) -> MpmcResponseVariant:
-    return MpmcResponseVariant(data=(result[0], result[1]))
+    return MpmcResponseVariant(data=result)
 
 
-class MpmcQueue(_NonblockingQueue[MpmcCore]):
+def _removed(removed: bool) -> MpmcResponseVariant:
+    return MpmcResponseVariant(removed_label=removed)
+
+
+class MpmcQueue(_NonblockingQueue[MpmcEngine]):
     """RocksQ's nonblocking MPMC queue."""
 
     def __init__(
@@ -463,32 +341,17 @@ class MpmcQueue(_NonblockingQueue[MpmcCore]):
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        inflight = _validate.positive_int(max_inflight_ops, "max_inflight_ops")
-        options: dict[str, Any] = {
-            "sync": sync,
-            "batch_bytes": batch_bytes,
-            "directory_mode": directory_mode,
-            "cache_bytes": cache_bytes,
-        }
-        if clock is not None:
-            options["clock"] = clock
-        super().__init__(MpmcCore(path, ttl, **options), inflight)
+        options = MpmcOptions.from_arguments(locals())
+        inflight = options.inflight_limit()
+        super().__init__(_engines.open_mpmc(path, options), inflight)
 
     def __enter__(self) -> MpmcQueue:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def add(self, items: Sequence[BytesLike], no_gil: bool = True) -> MpmcResponse:
         if no_gil is not True:
             _validate.flag(no_gil, "no_gil")
-        return MpmcResponse(self._worker, self._perform(MpmcCore.add_operation(items)), _added)
+        return MpmcResponse(self._worker, self._perform(_dispatch.add_operation(items)), _added)
 
     def next(
         self,
@@ -499,41 +362,28 @@ class MpmcQueue(_NonblockingQueue[MpmcCore]):
     ) -> MpmcResponse:
         if no_gil is not True:
             _validate.flag(no_gil, "no_gil")
-        operation = MpmcCore.next_operation(label, start_position, max_elements)
+        operation = _dispatch.next_operation(label, start_position, max_elements)
         return MpmcResponse(self._worker, self._perform(operation), _read)
 
-    def remove_label(self, label: str) -> MpmcResponse:
-        return MpmcResponse(
-            self._worker,
-            self._perform(MpmcCore.remove_label_operation(label)),
-            lambda removed: MpmcResponseVariant(removed_label=removed),
-        )
+    def remove_label(self, label: str, no_gil: bool = True) -> MpmcResponse:
+        if no_gil is not True:
+            _validate.flag(no_gil, "no_gil")
+        operation = _dispatch.remove_label_operation(label)
+        return MpmcResponse(self._worker, self._perform(operation), _removed)
 
     @property
     def labels(self) -> MpmcResponse:
-        core = self._core
+        engine = self._engine
         return MpmcResponse(
             self._worker,
-            self._submit(lambda: core.labels),
+            self._submit(lambda: engine.labels),
             lambda names: MpmcResponseVariant(labels=names),
         )
 
     @property
     def len(self) -> MpmcResponse:
-        core = self._core
-        return MpmcResponse(
-            self._worker, self._submit(lambda: core.len), lambda n: MpmcResponseVariant(len=n)
-        )
+        return MpmcResponse(self._worker, self._submit(self._read_len), _mpmc_length)
 
     @property
     def disk_size(self) -> MpmcResponse:
-        core = self._core
-        return MpmcResponse(
-            self._worker,
-            self._submit(lambda: core.disk_size),
-            lambda n: MpmcResponseVariant(size=n),
-        )
-
-    @property
-    def is_empty(self) -> bool:
-        return self._core.is_empty
+        return MpmcResponse(self._worker, self._submit(self._read_disk_size), _mpmc_size)

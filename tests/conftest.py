@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,11 +10,37 @@ from typing import Any
 import pytest
 from rocksdict import Options, Rdict
 
+import rocksq_aio
+
+ENGINES = ("rocksdb", "memory")
+
 
 @pytest.fixture
-def queue_path(tmp_path: Path) -> str:
-    """A path for a new queue directory (not created yet)."""
-    return os.path.join(str(tmp_path), "queue")
+def queue_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The path of a new queue: a directory (not created yet), or ``memory://``.
+
+    Tests of modules marked ``contract`` run on every engine (see
+    pytest_generate_tests); a test marked ``rocksdb_only`` checks what only
+    the RocksDB engine has (files, crashes, the on-disk format).
+    """
+    engine = getattr(request, "param", "rocksdb")
+    if engine == "memory":
+        name = f"memory://{uuid.uuid4().hex}"
+        yield name
+        with contextlib.suppress(Exception):
+            rocksq_aio.remove_queue(name)  # frees the memory a test left behind
+        return
+    yield os.path.join(str(tmp_path), "queue")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    definition = metafunc.definition
+    if (
+        "queue_path" in metafunc.fixturenames
+        and definition.get_closest_marker("contract") is not None
+        and definition.get_closest_marker("rocksdb_only") is None
+    ):
+        metafunc.parametrize("queue_path", ENGINES, indirect=True)
 
 
 class FakeClock:

@@ -24,7 +24,7 @@ from rocksq_aio import (
     QueueLockedError,
     StartPosition,
 )
-from rocksq_aio._core import Operation, Stage
+from rocksq_aio._dispatch import Operation, Stage
 
 ALL = 2**20  # more than any test ever stores
 WAKE_UP_BOUND = 1.0
@@ -34,7 +34,7 @@ Never reached when the library works (the waiter is woken at once); it only
 turns a lost wake-up into a failed assertion instead of a hang."""
 
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.contract]
 
 
 # ---------------------------------------------------------------- helpers
@@ -55,7 +55,7 @@ def record_submits(
     queue: PersistentQueue | MpmcQueue, monkeypatch: pytest.MonkeyPatch
 ) -> list[Operation]:
     """Record every operation the async face hands to the queue's core from now on."""
-    core: Any = queue._core
+    core: Any = queue._engine
     submitted: list[Operation] = []
     real_submit: Callable[[Operation], None] = core.submit
 

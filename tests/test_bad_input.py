@@ -15,6 +15,8 @@ from conftest import FakeClock
 from rocksq_aio import QueueError, StartPosition
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
 
+pytestmark = pytest.mark.contract
+
 ALL = 2**20
 STORED = [b"first", b"second"]
 

@@ -23,7 +23,9 @@ import anyio
 import pytest
 
 from rocksq_aio import MpmcQueue, PersistentQueue, QueueClosedError
-from rocksq_aio._core import Operation, Stage
+from rocksq_aio._dispatch import Operation, Stage
+
+pytestmark = pytest.mark.contract
 
 ALL = 2**20  # more than any test ever stores
 LABELS = ("red", "green", "blue")
@@ -375,7 +377,7 @@ class Gate:
 
 
 def record_submits(queue: Any, monkeypatch: pytest.MonkeyPatch) -> list[Operation]:
-    core = queue._core
+    core = queue._engine
     submitted: list[Operation] = []
     real_submit = core.submit
 
@@ -404,7 +406,7 @@ def test_pop_cancelled_after_it_committed_gives_its_items_back(
             await queue.push([b"a", b"b", b"c"])
             submitted = record_submits(queue, monkeypatch)
             gate = Gate()
-            monkeypatch.setattr(queue._core, gated, gate.after(getattr(queue._core, gated)))
+            monkeypatch.setattr(queue._engine, gated, gate.after(getattr(queue._engine, gated)))
             task = asyncio.ensure_future(queue.pop(2))
             await gate.wait_reached()
             expected = Stage.RUNNING if gated == "_execute" else Stage.DONE
@@ -429,7 +431,7 @@ def test_pop_cancelled_before_it_ran_is_withdrawn(
             await queue.push([b"a", b"b"])
             submitted = record_submits(queue, monkeypatch)
             gate = Gate()
-            monkeypatch.setattr(queue._core, "_execute", gate.after(queue._core._execute))
+            monkeypatch.setattr(queue._engine, "_execute", gate.after(queue._engine._execute))
             blocker = asyncio.ensure_future(queue.push([b"c"]))
             await gate.wait_reached()
             victim = asyncio.ensure_future(queue.pop(2))
@@ -454,7 +456,7 @@ def test_next_cancelled_after_it_committed_rewinds_the_label(
         async with MpmcQueue(queue_path, 0) as queue:
             await queue.add([b"a", b"b", b"c"])
             gate = Gate()
-            monkeypatch.setattr(queue._core, gated, gate.after(getattr(queue._core, gated)))
+            monkeypatch.setattr(queue._engine, gated, gate.after(getattr(queue._engine, gated)))
             task = asyncio.ensure_future(queue.next("L", max_elements=2))
             await gate.wait_reached()
             await cancelled(task)
@@ -477,7 +479,7 @@ def test_next_cancelled_after_the_label_moved_on_is_still_delivered_once(
             await queue.add([b"a", b"b", b"c", b"d"])
             submitted = record_submits(queue, monkeypatch)
             gate = Gate()
-            monkeypatch.setattr(queue._core, "_execute", gate.after(queue._core._execute))
+            monkeypatch.setattr(queue._engine, "_execute", gate.after(queue._engine._execute))
             # Both calls start in the same tick, so one group commit runs both.
             victim = asyncio.ensure_future(queue.next("L", max_elements=2))
             mover = asyncio.ensure_future(queue.next("L"))

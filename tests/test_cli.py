@@ -24,7 +24,7 @@ import pytest
 from conftest import FakeClock
 from rocksdict import AccessType, DBCompressionType, Options, Rdict
 
-from rocksq_aio import StartPosition, cli
+from rocksq_aio import StartPosition
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
 from rocksq_aio.cli import (
     EXIT_CORRUPTED,
@@ -37,6 +37,7 @@ from rocksq_aio.cli import (
     decode_rocksq_reader,
     main,
 )
+from rocksq_aio.cli import _output as cli_output
 
 Oldest = StartPosition.Oldest
 
@@ -642,8 +643,8 @@ def test_progress_on_long_runs(
     export = str(tmp_path / "long.export")
     code, _out, err = run(capsys, "export", path, export)
     assert "items/s" not in err  # short runs show no progress
-    monkeypatch.setattr(cli, "PROGRESS_MIN_ITEMS", 1000)
-    monkeypatch.setattr(cli, "PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr(cli_output, "PROGRESS_MIN_ITEMS", 1000)
+    monkeypatch.setattr(cli_output, "PROGRESS_INTERVAL", 0.0)
     code, _out, err = run(capsys, "export", path, export, "--force")
     assert code == EXIT_OK
     assert "export" in err and "3000/3000" in err  # a tqdm bar when tqdm is installed

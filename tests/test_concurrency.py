@@ -30,6 +30,8 @@ import pytest
 import rocksq_aio
 from rocksq_aio import StartPosition, blocking, nonblocking
 
+pytestmark = pytest.mark.contract
+
 ALL = 2**20  # more than any test stores
 SHORT = 2.0
 LONG = 10.0

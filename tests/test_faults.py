@@ -357,7 +357,7 @@ class _FailingFamily:
 
 def inject(queue: Any, **options: Any) -> FailingDb:
     """Make the queue's store write through a FailingDb (options as for FailingDb)."""
-    store = queue._store
+    store = queue._engine._store
     failing = FailingDb(store._db, **options)
     store._db = failing
     store._data = _FailingFamily(failing, store._data)
@@ -529,7 +529,7 @@ def test_failed_staged_push_leaves_no_orphans_after_reopen(queue_path: str) -> N
     del queue
     gc.collect()
     with PersistentQueueWithCapacity(queue_path, batch_bytes=1024) as again:
-        assert again._store.data_key_bounds() == (0, len(BASE) - 1)
+        assert again._engine._store.data_key_bounds() == (0, len(BASE) - 1)
         assert again.pop(max_elements=ALL) == BASE
 
 

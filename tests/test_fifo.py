@@ -27,6 +27,8 @@ from rocksq_aio import (
 )
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
 
+pytestmark = pytest.mark.contract
+
 ALL = 2**20  # more than any test ever stores
 
 
@@ -125,6 +127,7 @@ def test_empty_items_are_stored_and_returned(queue_path: str) -> None:
         assert_counters(queue, [])
 
 
+@pytest.mark.rocksdb_only
 def test_disk_size_is_positive(queue_path: str) -> None:
     with PersistentQueueWithCapacity(queue_path) as queue:
         queue.push([b"payload" * 100])
@@ -173,6 +176,7 @@ def test_context_manager_closes_on_exception(queue_path: str) -> None:
         assert again.pop() == [b"kept"]
 
 
+@pytest.mark.rocksdb_only
 def test_reopening_an_open_path_in_the_same_process_is_locked(queue_path: str) -> None:
     with PersistentQueueWithCapacity(queue_path) as queue:
         queue.push([b"a"])
@@ -215,6 +219,7 @@ def _open_in_other_process(path: str) -> str:
     return completed.stdout
 
 
+@pytest.mark.rocksdb_only
 def test_opening_in_another_process_while_open_is_locked(queue_path: str) -> None:
     with PersistentQueueWithCapacity(queue_path) as queue:
         queue.push([b"a", b"b"])
@@ -242,6 +247,7 @@ def test_operations_after_close_raise_queue_closed(queue_path: str) -> None:
         assert drain(again) == [b"a"]
 
 
+@pytest.mark.rocksdb_only
 def test_remove_queue(queue_path: str) -> None:
     with PersistentQueueWithCapacity(queue_path) as queue:
         queue.push([b"a"])
@@ -434,10 +440,10 @@ class _CountingDb:
 def _writes_needed_for_large_push(path: str) -> int:
     with PersistentQueueWithCapacity(path, batch_bytes=64 * 1024) as queue:
         queue.push([b"before"])
-        counter = _CountingDb(queue._store._db, fail_at=None)
-        queue._store._db = counter  # type: ignore[assignment]
+        counter = _CountingDb(queue._engine._store._db, fail_at=None)
+        queue._engine._store._db = counter  # type: ignore[assignment]
         queue.push(_large_items(3))
-        queue._store._db = counter._db
+        queue._engine._store._db = counter._db
         return counter.writes
 
 
@@ -464,7 +470,7 @@ _CRASHING_PUSH_SCRIPT = textwrap.dedent(
     path, fail_at, size, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     queue = PersistentQueueWithCapacity(path, batch_bytes=64 * 1024)
     queue.push([b"before"])
-    queue._store._db = FailingDb(queue._store._db, fail_at)
+    queue._engine._store._db = FailingDb(queue._engine._store._db, fail_at)
     try:
         queue.push([bytes([(3 + i) % 256]) * size for i in range(count)])
     except QueueIOError:
@@ -476,6 +482,7 @@ _CRASHING_PUSH_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.rocksdb_only
 @pytest.mark.parametrize("fail_at", ["second", "last"])
 def test_large_push_interrupted_by_a_crash_leaves_nothing(
     queue_path: str, tmp_path: Any, fail_at: str
@@ -504,7 +511,7 @@ def test_large_push_interrupted_by_a_crash_leaves_nothing(
     with PersistentQueueWithCapacity(queue_path, batch_bytes=64 * 1024) as queue:
         assert_counters(queue, [b"before"])
         # The staged orphans past the tail were removed at open.
-        assert queue._store.data_key_bounds() == (0, 0)
+        assert queue._engine._store.data_key_bounds() == (0, 0)
         queue.push([b"after"])
         assert drain(queue) == [b"before", b"after"]
     with PersistentQueueWithCapacity(queue_path, batch_bytes=64 * 1024) as queue:
@@ -512,12 +519,13 @@ def test_large_push_interrupted_by_a_crash_leaves_nothing(
         assert drain(queue) == []
 
 
+@pytest.mark.rocksdb_only
 def test_close_and_reopen_after_a_failed_write_in_the_same_process(queue_path: str) -> None:
     """The documented recovery from QueueIOError is close + reopen; it must work in-process."""
     queue = PersistentQueueWithCapacity(queue_path, batch_bytes=64 * 1024)
     queue.push([b"before"])
-    counter = _CountingDb(queue._store._db, fail_at=2)
-    queue._store._db = counter  # type: ignore[assignment]
+    counter = _CountingDb(queue._engine._store._db, fail_at=2)
+    queue._engine._store._db = counter  # type: ignore[assignment]
     with pytest.raises(QueueIOError):
         queue.push(_large_items(3))
     assert_counters(queue, [b"before"])
@@ -526,7 +534,7 @@ def test_close_and_reopen_after_a_failed_write_in_the_same_process(queue_path: s
         queue.pop()
     with pytest.raises(QueueIOError):
         queue.push([b"x"])
-    queue._store._db = counter._db
+    queue._engine._store._db = counter._db
     del counter
     queue.close()
 
@@ -664,6 +672,7 @@ _DIE_AFTER_ONE_ITEM_CALLS_SCRIPT = textwrap.dedent(
     [((10, 3), (0, 0)), ((1500, 700), (5, 0)), ((40, 40), (3, 1)), ((0, 0), (2500, 2498))],
     ids=["few", "past-a-save", "emptied", "many-since-a-save"],
 )
+@pytest.mark.rocksdb_only
 def test_one_item_calls_survive_a_crash_with_exact_counters(
     queue_path: str, first_run: tuple[int, int], second_run: tuple[int, int]
 ) -> None:
@@ -692,18 +701,20 @@ def test_one_item_calls_survive_a_crash_with_exact_counters(
         assert_counters(queue, [])
 
 
+@pytest.mark.rocksdb_only
 def test_clean_close_saves_the_counters(queue_path: str) -> None:
     with PersistentQueueWithCapacity(queue_path) as queue:
         for number in range(5):
             queue.push([b"%d" % number])
         queue.pop()
-        assert queue._unsaved == 6
+        assert queue._engine._unsaved == 6
     with PersistentQueueWithCapacity(queue_path) as queue:
-        saved = queue._store.get("meta", b"state")
+        saved = queue._engine._store.get("meta", b"state")
         assert saved == struct.pack(">QQQ", 1, 5, 4)
         assert_counters(queue, [b"1", b"2", b"3", b"4"])
 
 
+@pytest.mark.rocksdb_only
 def test_a_stray_key_below_the_head_is_dropped_at_open(queue_path: str) -> None:
     with PersistentQueueWithCapacity(queue_path) as queue:
         queue.push([b"a", b"b", b"c"])
@@ -712,9 +723,10 @@ def test_a_stray_key_below_the_head_is_dropped_at_open(queue_path: str) -> None:
         families["data"][struct.pack(">Q", 0)] = b"stray"
     with PersistentQueueWithCapacity(queue_path) as queue:
         assert_counters(queue, [b"c"])
-        assert queue._store.data_key_bounds() == (2, 2)
+        assert queue._engine._store.data_key_bounds() == (2, 2)
 
 
+@pytest.mark.rocksdb_only
 def test_a_version_1_queue_is_read_by_its_exact_counters_and_upgraded(queue_path: str) -> None:
     with PersistentQueueWithCapacity(queue_path) as queue:
         queue.push([b"a", b"b", b"c"])
@@ -725,10 +737,11 @@ def test_a_version_1_queue_is_read_by_its_exact_counters_and_upgraded(queue_path
         families["data"][struct.pack(">Q", 3)] = b"orphan"
     with PersistentQueueWithCapacity(queue_path) as queue:
         assert_counters(queue, [b"a", b"b", b"c"])
-        assert queue._store.get("meta", b"kind") == b"rocksq_aio.fifo.v2"
+        assert queue._engine._store.get("meta", b"kind") == b"rocksq_aio.fifo.v2"
         assert drain(queue) == [b"a", b"b", b"c"]
 
 
+@pytest.mark.rocksdb_only
 def test_a_release_staged_below_a_head_with_unsaved_counters_is_undone_at_open(
     queue_path: str,
 ) -> None:
@@ -740,11 +753,11 @@ def test_a_release_staged_below_a_head_with_unsaved_counters_is_undone_at_open(
     leased = queue.reserve_batch(3)  # counters saved: head 3, tail 10
     assert leased.items == items[:3]
     assert [queue.pop() for _ in range(3)] == [[item] for item in items[3:6]]  # head 6, unsaved
-    counter = _CountingDb(queue._store._db, fail_at=2)
-    queue._store._db = counter  # type: ignore[assignment]
+    counter = _CountingDb(queue._engine._store._db, fail_at=2)
+    queue._engine._store._db = counter  # type: ignore[assignment]
     with pytest.raises(QueueIOError):
         leased.nack()  # puts items 0-2 back at [3, 6) in staged writes; the 2nd fails
-    queue._store._db = counter._db
+    queue._engine._store._db = counter._db
     del counter, leased
     queue.close()
     with PersistentQueueWithCapacity(queue_path, batch_bytes=1024) as queue:
@@ -753,10 +766,11 @@ def test_a_release_staged_below_a_head_with_unsaved_counters_is_undone_at_open(
         assert drain(queue) == items[:3] + items[6:]
 
 
+@pytest.mark.rocksdb_only
 def test_after_a_crash_the_payload_is_counted_when_first_read_not_at_open(
     queue_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rocksq_aio._storage import Store
+    from rocksq_aio.rocksdb.store import Store
 
     counted: list[tuple[int, int]] = []
     real_payload_of = Store.payload_of
@@ -780,15 +794,46 @@ def test_after_a_crash_the_payload_is_counted_when_first_read_not_at_open(
         assert counted == []  # opening read no element
         assert queue.len == len(expected)
         if run == 0:
-            queue._store.close()  # a crash again, payload still not counted
+            queue._engine._store.close()  # a crash again, payload still not counted
     queue.push([b"one more"])
     expected.append(b"one more")
     assert queue.pop() == [expected.popleft()]
     assert queue.payload_size == sum(map(len, expected))
-    assert counted == [(queue._state.head, queue._state.tail)]
+    assert counted == [(queue._engine._state.head, queue._engine._state.tail)]
     assert queue.payload_size == sum(map(len, expected))  # from memory from now on
     assert len(counted) == 1
     queue.close()
     with PersistentQueueWithCapacity(queue_path) as queue:
         assert_counters(queue, list(expected))
     assert len(counted) == 1
+
+
+_CYCLE_AT_EXIT = textwrap.dedent(
+    """
+    import sys
+    from rocksq_aio.blocking import PersistentQueueWithCapacity
+    from rocksq_aio import QueueFullError
+    queue = PersistentQueueWithCapacity(sys.argv[1], max_elements=1)
+    queue.push([b"kept"])
+    try:
+        queue.push([b"refused"])
+    except QueueFullError as error:
+        kept = error  # RocksQ users keep it: its traceback holds the queue in a cycle
+    del queue
+    """
+)
+
+
+@pytest.mark.rocksdb_only
+def test_a_queue_still_open_at_interpreter_exit_is_closed_silently(queue_path: str) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-c", _CYCLE_AT_EXIT, queue_path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert finished.returncode == 0
+    assert finished.stderr == ""
+    with PersistentQueueWithCapacity(queue_path) as queue:
+        assert queue.pop() == [b"kept"]

@@ -14,6 +14,8 @@ from conftest import FakeClock, raw_database
 from rocksq_aio import QueueClosedError, StartPosition, remove_mpmc_queue
 from rocksq_aio.blocking import MpmcQueue
 
+pytestmark = pytest.mark.contract
+
 ALL = 2**20
 YEAR = 365 * 24 * 3600.0
 Oldest = StartPosition.Oldest
@@ -481,6 +483,7 @@ _DIE_AFTER_ADDS_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.rocksdb_only
 @pytest.mark.parametrize("count", [5, 1500])
 def test_one_item_adds_survive_a_crash(queue_path: str, count: int) -> None:
     subprocess.run(
@@ -494,16 +497,17 @@ def test_one_item_adds_survive_a_crash(queue_path: str, count: int) -> None:
     with MpmcQueue(queue_path, 0, clock=lambda: 1.0) as queue:
         assert queue.len == count
         newest_stamp = 5_000_000_000 + (count - 1) * 1000
-        assert queue._state.newest_timestamp_ms == newest_stamp
+        assert queue._engine._state.newest_timestamp_ms == newest_stamp
         assert queue.next("reader", StartPosition.Oldest, count + 1) == (expected, False)
         queue.add([b"after"])
         assert queue.next("reader") == ([b"after"], False)
-        assert queue._state.newest_timestamp_ms == newest_stamp
+        assert queue._engine._state.newest_timestamp_ms == newest_stamp
     with MpmcQueue(queue_path, 0) as queue:
         assert queue.len == count + 1
         assert queue.next("late", StartPosition.Oldest, count + 2) == ([*expected, b"after"], False)
 
 
+@pytest.mark.rocksdb_only
 def test_a_version_1_mpmc_queue_is_read_by_its_exact_counters_and_upgraded(
     queue_path: str,
 ) -> None:
@@ -515,6 +519,6 @@ def test_a_version_1_mpmc_queue_is_read_by_its_exact_counters_and_upgraded(
         families["data"][struct.pack(">Q", 2)] = b"\x00" * 8 + b"orphan"
     with MpmcQueue(queue_path, 0) as queue:
         assert queue.len == 2
-        assert queue._store.get("meta", b"kind") == b"rocksq_aio.mpmc.v2"
+        assert queue._engine._store.get("meta", b"kind") == b"rocksq_aio.mpmc.v2"
         assert queue.next("r", StartPosition.Oldest, 5) == ([b"a", b"b"], False)
-        assert queue._store.data_key_bounds() == (0, 1)
+        assert queue._engine._store.data_key_bounds() == (0, 1)

@@ -34,6 +34,8 @@ from rocksq_aio.nonblocking import (
     ResponseVariant,
 )
 
+pytestmark = pytest.mark.contract
+
 Oldest = StartPosition.Oldest
 Newest = StartPosition.Newest
 GATE_TIMEOUT = 30.0
@@ -108,6 +110,7 @@ def test_default_pop_takes_one(queue_path: str) -> None:
         assert queue.pop().get().data == [b"a"]
 
 
+@pytest.mark.rocksdb_only
 def test_len_payload_size_and_disk_size_are_responses(queue_path: str) -> None:
     with fifo(queue_path) as queue:
         length = queue.len
@@ -375,7 +378,7 @@ def test_an_unexpected_worker_failure_is_reported_by_get_not_a_hang(
 ) -> None:
     with fifo(queue_path) as queue:
         queue.push([b"kept"]).get()
-        core = queue._core
+        core = queue._engine
         real_drain = core.drain
 
         def broken_drain() -> None:
@@ -568,6 +571,7 @@ def test_mpmc_add_next_and_variant_fields(queue_path: str, clock: FakeClock) -> 
         assert queue.len.get().len == 3
 
 
+@pytest.mark.rocksdb_only
 def test_mpmc_properties_are_responses(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 0, 10, clock=clock) as queue:
         assert queue.is_empty
@@ -689,6 +693,7 @@ def test_mpmc_ordering_of_back_to_back_reads(queue_path: str, clock: FakeClock) 
 # ---------------------------------------------------------------- async code
 
 
+@pytest.mark.rocksdb_only
 @pytest.mark.anyio
 async def test_awaiting_a_response(queue_path: str) -> None:
     with fifo(queue_path, max_elements=3) as queue:

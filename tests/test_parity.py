@@ -24,6 +24,8 @@ from conftest import FakeClock
 import rocksq_aio
 from rocksq_aio import StartPosition, blocking, nonblocking
 
+pytestmark = pytest.mark.contract
+
 Oldest = StartPosition.Oldest
 Newest = StartPosition.Newest
 

@@ -1,4 +1,4 @@
-"""The pure planning functions of ``rocksq_aio._plan``, replayed against a dict store."""
+"""The pure planning functions of ``rocksq_aio.rocksdb.plan``, replayed against a dict store."""
 
 from __future__ import annotations
 
@@ -12,20 +12,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rocksq_aio import QueueCorruptedError, QueueFullError, StartPosition
-from rocksq_aio._plan import (
+from rocksq_aio.rocksdb.format import (
     DATA_CF,
-    FIFO_KIND,
-    KIND_KEY,
+    FIFO_FORMAT,
+    FORMAT_KEY,
     MAX_INDEX,
     META_CF,
-    MPMC_KIND,
+    MPMC_FORMAT,
     POSITIONS_CF,
     STATE_KEY,
     TIMESTAMP_BYTES,
     FifoState,
     LabelPosition,
     MpmcState,
-    WritePlan,
     decode_fifo_state,
     decode_index,
     decode_mpmc_counters,
@@ -36,13 +35,19 @@ from rocksq_aio._plan import (
     encode_mpmc_counters,
     encode_position,
     encode_staged_range,
+    stamp,
+    stamped_timestamp,
+    unstamp,
+)
+from rocksq_aio.rocksdb.plan import (
+    WritePlan,
     expiry_cutoff_ms,
     label_start,
     plan_fifo_create,
+    plan_fifo_give_back,
     plan_fifo_pop,
     plan_fifo_push,
     plan_fifo_pushes,
-    plan_fifo_unpop,
     plan_mpmc_add,
     plan_mpmc_create,
     plan_mpmc_expire,
@@ -51,9 +56,6 @@ from rocksq_aio._plan import (
     plan_mpmc_rewind,
     readable_count,
     recovered_fifo_bounds,
-    stamp,
-    stamped_timestamp,
-    unstamp,
 )
 
 DictStore = dict[str, dict[bytes, bytes]]
@@ -165,7 +167,7 @@ def fresh_fifo() -> tuple[DictStore, FifoState]:
     store = new_store()
     state, plan = plan_fifo_create()
     apply(store, plan)
-    assert store[META_CF][KIND_KEY] == FIFO_KIND
+    assert store[META_CF][FORMAT_KEY] == FIFO_FORMAT
     assert check_fifo(store, []) == state
     return store, state
 
@@ -183,7 +185,7 @@ def test_fifo_push_pop_unpop_by_hand() -> None:
     assert check_fifo(store, [b"ccc"]) == state == FifoState(2, 3, 3)
 
     plan = WritePlan()
-    state = plan_fifo_unpop(state, [b"a", b"bb"], plan)
+    state = plan_fifo_give_back(state, [b"a", b"bb"], plan)
     apply(store, plan)
     assert check_fifo(store, [b"a", b"bb", b"ccc"]) == state == FifoState(0, 3, 6)
 
@@ -273,7 +275,7 @@ def test_fifo_unpop_more_than_popped_is_refused() -> None:
     _store, state = fresh_fifo()
     state = plan_fifo_push(state, [b"x"], 5, WritePlan())
     with pytest.raises(AssertionError):
-        plan_fifo_unpop(state, [b"x"], WritePlan())
+        plan_fifo_give_back(state, [b"x"], WritePlan())
     with pytest.raises(AssertionError):
         plan_fifo_pop(state, [b"x", b"y"], WritePlan())
 
@@ -331,7 +333,7 @@ def test_fifo_plans_keep_counters_and_data_in_agreement(
             if merge or not popped_batches:
                 continue  # give-backs are their own batch in the core
             values = popped_batches.pop()
-            state = plan_fifo_unpop(state, values, plan)
+            state = plan_fifo_give_back(state, values, plan)
             model.extendleft(reversed(values))
         if not merge or action == "commit":
             commit()
@@ -425,7 +427,7 @@ def fresh_mpmc() -> tuple[DictStore, MpmcState]:
     store = new_store()
     state, plan = plan_mpmc_create()
     apply(store, plan)
-    assert store[META_CF][KIND_KEY] == MPMC_KIND
+    assert store[META_CF][FORMAT_KEY] == MPMC_FORMAT
     check_mpmc(store, state)
     return store, state
 

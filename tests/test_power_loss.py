@@ -508,7 +508,7 @@ def read_rounds(
                 queue.push([make_item(number, scenario.item_size) for number in remaining])
         else:
             with MpmcQueue(str(directory), 0, sync=True) as stream:
-                position = stream.position("reader")
+                position = stream._engine.position("reader")
                 all_items, _ = stream.next(f"audit{round_number}", StartPosition.Oldest, ALL)
             assert numbers_of(all_items, scenario.item_size) == list(range(prefill)), (
                 f"elements were lost {context}"

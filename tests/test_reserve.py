@@ -14,6 +14,8 @@ import pytest
 from rocksq_aio import PersistentQueue
 from rocksq_aio.blocking import PersistentQueueWithCapacity
 
+pytestmark = pytest.mark.contract
+
 ALL = 1_000_000
 
 
@@ -83,6 +85,7 @@ def test_unsettled_items_come_back_after_reopening(queue_path: str) -> None:
         assert reopened.pop(ALL) == [b"b", b"c", b"d"]
 
 
+@pytest.mark.rocksdb_only
 def test_items_reserved_by_a_killed_process_are_delivered_again(queue_path: str) -> None:
     with PersistentQueueWithCapacity(queue_path) as queue:
         queue.push([b"%d" % number for number in range(10)])
@@ -176,10 +179,14 @@ async def test_cancelled_reservations_never_lose_an_item(
                     async with queue.reserve(1 + seed % 3) as items:
                         await anyio.sleep(0)
                         processed.extend(items)  # only reached when not cancelled
+                # A worker cancelled at once would otherwise spin on the loop
+                # and starve the worker thread of the GIL (a livelock, not a loss).
+                await anyio.sleep(0.0002)
 
-        async with anyio.create_task_group() as group:
-            for seed in range(8):
-                group.start_soon(worker, seed)
+        with anyio.fail_after(120):  # a lost item would make the workers loop forever
+            async with anyio.create_task_group() as group:
+                for seed in range(8):
+                    group.start_soon(worker, seed)
         assert sorted(processed) == pushed  # at least once, and here exactly once
         assert (queue.len, queue.pending, queue.payload_size) == (0, 0, 0)
 
@@ -189,7 +196,7 @@ def test_random_reservations_match_a_model(queue_path: str, cache_bytes: int) ->
     """Reserve, acknowledge and release in random order, also inside one group commit."""
     import random
 
-    from rocksq_aio._core import Kind, Operation
+    from rocksq_aio._dispatch import reserve_operation, settle_operation
     from rocksq_aio.blocking import ReservedBatch
 
     rng = random.Random(cache_bytes)
@@ -218,15 +225,16 @@ def test_random_reservations_match_a_model(queue_path: str, cache_bytes: int) ->
             elif batches:
                 # One group: a reservation, then the release of an older lease.
                 older = batches.pop(rng.randrange(len(batches)))
-                reserve = Operation(Kind.RESERVE, (rng.randint(1, 2),))
-                queue.submit(reserve)
-                queue.submit(Operation(Kind.RELEASE, (older._lease,)))
-                queue.drain()
-                lease = reserve.outcome()
-                assert lease.items == model[: len(lease.items)]
-                del model[: len(lease.items)]
+                reserve = reserve_operation(rng.randint(1, 2))
+                engine = queue._engine
+                engine.submit(reserve)
+                engine.submit(settle_operation(older._reservation, ack=False))
+                engine.drain()
+                reservation = reserve.outcome()
+                assert reservation.items == model[: len(reservation.items)]
+                del model[: len(reservation.items)]
                 model[:0] = older.items
-                batches.append(ReservedBatch(queue, lease))
+                batches.append(ReservedBatch(engine, reservation))
             assert queue.len == len(model)
             assert queue.pending == sum(len(batch.items) for batch in batches)
         assert queue.pop(ALL) == model
@@ -268,6 +276,7 @@ def test_mpmc_unacknowledged_items_are_redelivered_after_reopening(queue_path: s
         assert reopened.next("L", max_elements=ALL) == ([b"4", b"5"], False)
 
 
+@pytest.mark.rocksdb_only
 def test_mpmc_items_reserved_by_a_killed_process_are_delivered_again(queue_path: str) -> None:
     from rocksq_aio.blocking import MpmcQueue
 
@@ -299,9 +308,14 @@ def test_mpmc_items_reserved_by_a_killed_process_are_delivered_again(queue_path:
 
 
 @pytest.mark.anyio
-async def test_mpmc_async_reserve_with_cancellation_delivers_every_item(queue_path: str) -> None:
+async def test_mpmc_async_reserve_with_cancellation_delivers_every_item(
+    queue_path: str, anyio_backend_name: str
+) -> None:
     from rocksq_aio import MpmcQueue
 
+    # trio's thread hops are slower: with asyncio's timeouts nearly every
+    # reservation would be cancelled, and the test would take minutes.
+    unit = 0.002 if anyio_backend_name == "trio" else 0.0005
     added = [b"%04d" % number for number in range(120)]
     processed: list[bytes] = []
     async with MpmcQueue(queue_path, 0) as queue:
@@ -309,14 +323,18 @@ async def test_mpmc_async_reserve_with_cancellation_delivers_every_item(queue_pa
 
         async def worker(seed: int) -> None:
             while len(processed) < len(added):
-                with anyio.move_on_after(0.0005 * (seed % 3)):
+                with anyio.move_on_after(unit * (seed % 3)):
                     async with queue.reserve("L", max_elements=1 + seed % 2, timeout=0.05) as items:
                         await anyio.sleep(0)
                         processed.extend(items)
+                # A worker cancelled at once would otherwise spin on the loop
+                # and starve the worker thread of the GIL (a livelock, not a loss).
+                await anyio.sleep(0.0002)
 
-        async with anyio.create_task_group() as group:
-            for seed in range(6):
-                group.start_soon(worker, seed)
+        with anyio.fail_after(120):  # a lost item would make the workers loop forever
+            async with anyio.create_task_group() as group:
+                for seed in range(6):
+                    group.start_soon(worker, seed)
         assert sorted(processed) == added
         assert queue.pending("L") == 0
 
@@ -343,6 +361,7 @@ while True:
 """
 
 
+@pytest.mark.rocksdb_only
 @pytest.mark.parametrize("kind", ["fifo", "mpmc"])
 def test_reserve_survives_repeated_kills(queue_path: str, kind: str) -> None:
     """After any number of kills every item is processed at least once, and an item is

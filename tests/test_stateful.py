@@ -26,13 +26,14 @@ from hypothesis.stateful import (
     rule,
 )
 
-from rocksq_aio import _core
+from rocksq_aio._dispatch import Stage, give_back_operation, pop_operation
 from rocksq_aio.blocking import (
     MpmcQueue,
     PersistentQueueWithCapacity,
     QueueFullError,
     StartPosition,
 )
+from rocksq_aio.rocksdb.base import RocksDBQueue
 
 MACHINE_SETTINGS = settings(
     max_examples=40,
@@ -71,10 +72,18 @@ class Reopening:
     def crash_and_reopen(self) -> None:
         # What kill -9 leaves: every write is in the WAL, but close() never ran,
         # so counters not yet saved must be found again from the keys.
-        self.queue._store.close()
+        self.queue._engine._store.close()
         self.queue = None
         self.queue = self._open()
         self.calls_since_open = 0
+
+
+def give_back(queue: PersistentQueueWithCapacity, items: list[bytes]) -> None:
+    """Give back items popped earlier, as the worker does for a cancelled pop."""
+    read = pop_operation(max(1, len(items)))
+    read.result = list(items)
+    read.stage = Stage.DONE
+    queue._engine.run(give_back_operation(read))
 
 
 # ---------------------------------------------------------------- FIFO
@@ -96,7 +105,7 @@ class FifoMachine(Reopening, RuleBasedStateMachine):
         # Calls since the queue was last opened: reopening an untouched queue
         # only costs time, so reopen waits for one.
         self.calls_since_open = 0
-        self.saved_every = _core.SAVE_COUNTERS_EVERY  # restored by teardown
+        self.saved_every = RocksDBQueue.save_counters_every  # restored by teardown
 
     def _open(self) -> PersistentQueueWithCapacity:
         if self.cache_bytes is None:
@@ -113,14 +122,14 @@ class FifoMachine(Reopening, RuleBasedStateMachine):
     @initialize(
         capacity=st.integers(min_value=5, max_value=20),
         cache_bytes=st.sampled_from([0, 16, None]),
-        save_every=st.sampled_from([1, 3, _core.SAVE_COUNTERS_EVERY]),
+        save_every=st.sampled_from([1, 3, RocksDBQueue.save_counters_every]),
     )
     def create(self, capacity: int, cache_bytes: int | None, save_every: int) -> None:
         self.capacity = capacity
         self.cache_bytes = cache_bytes
         # How many one-item pushes and pops may go without saving the counters:
         # small values make the crash rule find counters saved mid-way.
-        _core.SAVE_COUNTERS_EVERY = save_every
+        RocksDBQueue.save_counters_every = save_every
         self.queue = self._open()
 
     @rule(items=ITEMS)
@@ -167,7 +176,7 @@ class FifoMachine(Reopening, RuleBasedStateMachine):
         for index in sorted(chosen, reverse=True):
             del self.popped[index]
         event("unpop")
-        self.open_queue.unpop(items)
+        give_back(self.open_queue, items)
         if len(self.model) + len(items) > self.capacity:
             event("unpop beyond capacity")
         self.model.extendleft(reversed(items))
@@ -180,7 +189,7 @@ class FifoMachine(Reopening, RuleBasedStateMachine):
         items = self.popped[-count:]
         del self.popped[-count:]
         event("unpop")
-        self.open_queue.unpop(items)
+        give_back(self.open_queue, items)
         if len(self.model) + len(items) > self.capacity:
             event("unpop beyond capacity")
         self.model.extendleft(reversed(items))
@@ -210,7 +219,7 @@ class FifoMachine(Reopening, RuleBasedStateMachine):
             if self.queue is not None and not self.queue.closed:
                 self.queue.close()
             shutil.rmtree(self.directory, ignore_errors=True)
-            _core.SAVE_COUNTERS_EVERY = self.saved_every
+            RocksDBQueue.save_counters_every = self.saved_every
 
 
 FifoMachine.TestCase.settings = MACHINE_SETTINGS
@@ -306,7 +315,7 @@ class MpmcMachine(Reopening, RuleBasedStateMachine):
         self.expiry_reports = 0
         self.calls_since_open = 0  # as in FifoMachine
         self.cache_bytes: int | None = None
-        self.saved_every = _core.SAVE_COUNTERS_EVERY  # restored by teardown
+        self.saved_every = RocksDBQueue.save_counters_every  # restored by teardown
         self.queue: MpmcQueue | None = self._open()
 
     def _open(self) -> MpmcQueue:
@@ -319,11 +328,11 @@ class MpmcMachine(Reopening, RuleBasedStateMachine):
     # One-item adds save the counters every save_every of them (see FifoMachine).
     @initialize(
         cache_bytes=st.sampled_from([0, 16, None]),
-        save_every=st.sampled_from([1, 3, _core.SAVE_COUNTERS_EVERY]),
+        save_every=st.sampled_from([1, 3, RocksDBQueue.save_counters_every]),
     )
     def choose_cache(self, cache_bytes: int | None, save_every: int) -> None:
         self.cache_bytes = cache_bytes
-        _core.SAVE_COUNTERS_EVERY = save_every
+        RocksDBQueue.save_counters_every = save_every
         self.open_queue.close()
         self.queue = None
         self.queue = self._open()
@@ -383,7 +392,7 @@ class MpmcMachine(Reopening, RuleBasedStateMachine):
         assert queue.is_empty is (self.model.length == 0)
         assert queue.labels == sorted(self.model.positions)
         for label, position in self.model.positions.items():
-            assert queue.position(label) == position.index
+            assert queue._engine.position(label) == position.index
 
     def teardown(self) -> None:
         # Steer generation towards runs where labels miss expired elements
@@ -397,7 +406,7 @@ class MpmcMachine(Reopening, RuleBasedStateMachine):
                 self.queue.close()
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
-            _core.SAVE_COUNTERS_EVERY = self.saved_every
+            RocksDBQueue.save_counters_every = self.saved_every
 
 
 # More runs than the FIFO: an expiry report needs a longer lucky sequence

@@ -1,56 +1,37 @@
-"""The only module that touches rocksdict.
+"""The store: the one object that reads and writes an open queue's RocksDB.
 
-It opens a queue directory safely, reads ranges of elements, and applies a
-:class:`~rocksq_aio._plan.WritePlan` as one atomic WriteBatch. Every rocksdict
-exception is translated into our error hierarchy here.
+It reads ranges of elements and applies a :class:`~rocksq_aio.rocksdb.plan.WritePlan`
+as one atomic WriteBatch; every rocksdict exception is translated into our
+error hierarchy here. Opening, locking and removing directories is
+``directory.py``'s job; nothing but these two modules and the command line's
+inspection uses rocksdict.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-import shutil
-import threading
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from rocksdict import (
-    AccessType,
-    ColumnFamily,
-    DbClosedError,
-    DBRecoveryMode,
-    Options,
-    Rdict,
-    ReadOptions,
-    WriteBatch,
-    WriteOptions,
-)
+from rocksdict import ColumnFamily, Rdict, ReadOptions, WriteBatch, WriteOptions
 
-from ._errors import (
-    QueueClosedError,
-    QueueCorruptedError,
-    QueueError,
-    QueueIOError,
-    QueueLockedError,
-)
-from ._plan import (
+from .._errors import QueueClosedError, QueueCorruptedError, QueueError, QueueIOError
+from . import directory
+from .format import (
     DATA_CF,
-    FIFO_KINDS,
-    KIND_KEY,
+    GIVEN_BACK_CF,
     META_CF,
-    MPMC_KINDS,
     POSITIONS_CF,
+    RESERVED_CF,
     STAGING_KEY,
     STATE_KEY,
-    WritePlan,
     decode_index,
     decode_staged_range,
     encode_index,
     encode_staged_range,
 )
+from .plan import WritePlan
 
 DEFAULT_BATCH_BYTES = 1024 * 1024
 """Largest WriteBatch we hand to RocksDB at once.
@@ -59,172 +40,6 @@ rocksdict holds the GIL for the whole write (fsync included), so a bigger
 batch would freeze every other Python thread, an event loop among them."""
 
 _END_OF_INDICES = b"\xff" * 9  # sorts after every 8-byte index key
-
-_open_paths: set[str] = set()
-_open_paths_lock = threading.Lock()
-
-
-def translate(error: BaseException, path: str, action: str) -> QueueError:
-    """Turn a rocksdict exception into the matching QueueError."""
-    if isinstance(error, QueueError):
-        return error
-    if isinstance(error, DbClosedError):
-        return QueueClosedError(f"queue at {path!r} is closed")
-    message = str(error)
-    if "lock" in message.lower() and "LOCK" in message:
-        return QueueLockedError(
-            f"queue at {path!r} is already open (in this or another process): {message}"
-        )
-    if message.startswith("Invalid argument"):
-        return QueueError(
-            f"{action} failed: {path!r} does not hold a rocksq_aio queue RocksDB can open "
-            f"with our options: {message}"
-        )
-    if "Corruption" in message or "Checksum" in message or "checksum" in message:
-        return QueueCorruptedError(f"{action} failed, queue at {path!r} is corrupted: {message}")
-    return QueueIOError(f"{action} failed for queue at {path!r}: {message}")
-
-
-def _options(*, create: bool) -> Options:
-    # raw_mode: bytes in, bytes out, no pickle; passing options explicitly also
-    # keeps rocksdict from trusting the directory's rocksdict-config.json.
-    options = Options(raw_mode=True)
-    options.create_if_missing(create)
-    options.create_missing_column_families(create)
-    options.set_keep_log_file_num(2)
-    options.set_max_total_wal_size(64 * 1024 * 1024)
-    # A torn last record is what a crash leaves and is dropped; corruption
-    # anywhere before it fails the open (QueueCorruptedError) instead of
-    # silently dropping every write after it, as point-in-time recovery does.
-    options.set_wal_recovery_mode(DBRecoveryMode.tolerate_corrupted_tail_records())
-    options.set_paranoid_checks(True)
-    return options
-
-
-_CREATION_FILES = frozenset({"LOCK", "LOG", "IDENTITY", "rocksdict-config.json"})
-_CREATION_PREFIXES = ("LOG.old.", "MANIFEST-", "OPTIONS-")
-_CREATION_SUFFIXES = (".dbtmp", ".log")
-
-
-def _is_creation_leftover(name: str) -> bool:
-    return (
-        name in _CREATION_FILES
-        or name.startswith(_CREATION_PREFIXES)
-        or name.endswith(_CREATION_SUFFIXES)
-    )
-
-
-def _fsync_directory(path: str) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _make_directories(path: str, mode: int) -> None:
-    """Create ``path`` and its missing parents with ``mode`` (not filtered by the umask).
-
-    os.makedirs gives intermediate directories the umask's default mode; and
-    each new entry is fsynced into its parent so that power loss cannot
-    remove the directory of a queue that already reported durable writes.
-    """
-    missing: list[str] = []
-    current = path
-    while current and not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for directory in reversed(missing):
-        os.mkdir(directory, mode)
-        os.chmod(directory, mode)
-        _fsync_directory(os.path.dirname(directory) or ".")
-
-
-@contextlib.contextmanager
-def _config_left_alone(path: str) -> Iterator[None]:
-    """rocksdict rewrites rocksdict-config.json at every open: put it back as it was."""
-    config = os.path.join(path, "rocksdict-config.json")
-    try:
-        with open(config, "rb") as source:
-            before: bytes | None = source.read()
-    except FileNotFoundError:
-        before = None
-    try:
-        yield
-    finally:
-        if before is None:
-            with contextlib.suppress(OSError):
-                os.remove(config)
-        else:
-            with open(config, "wb") as target:
-                target.write(before)
-
-
-def _open_restoring_config_on_failure(
-    path: str, options: Options, families: dict[str, Options]
-) -> Rdict:
-    """Open read-write; a refused open leaves someone else's directory as it was."""
-    config = os.path.join(path, "rocksdict-config.json")
-    existed = os.path.exists(config)
-    try:
-        with open(config, "rb") if existed else contextlib.nullcontext() as source:
-            before = source.read() if source is not None else None
-    except OSError:
-        before = None
-    try:
-        return Rdict(path, options, column_families=families)
-    except BaseException:
-        if before is not None:
-            with contextlib.suppress(OSError), open(config, "wb") as target:
-                target.write(before)
-        elif not existed:
-            with contextlib.suppress(OSError):
-                os.remove(config)
-        raise
-
-
-def _read_only(path: str, families: Iterable[str]) -> Rdict:
-    return Rdict(
-        path,
-        Options(raw_mode=True),
-        column_families={name: Options(raw_mode=True) for name in families},
-        access_type=AccessType.read_only(False),
-    )
-
-
-def _holds_no_queue_data(path: str, present: set[str]) -> bool:
-    """True when every family is empty: a creation that did not finish."""
-    families = sorted(present - {"default"})
-    try:
-        with _config_left_alone(path):
-            database = _read_only(path, families)
-            try:
-                for name in ["default", *families]:
-                    family = database if name == "default" else database.get_column_family(name)
-                    iterator = family.iter()
-                    iterator.seek_to_first()
-                    empty = not iterator.valid()
-                    del iterator, family
-                    if not empty:
-                        return False
-            finally:
-                database.close()
-    except Exception as error:
-        raise translate(error, path, "inspecting the database") from error
-    return True
-
-
-def directory_size(path: str) -> int:
-    total = 0
-    for root, _directories, files in os.walk(path):
-        for name in files:
-            # RocksDB may remove a file while we walk.
-            with contextlib.suppress(FileNotFoundError):
-                total += os.lstat(os.path.join(root, name)).st_size
-    return total
 
 
 class Store:
@@ -244,18 +59,15 @@ class Store:
         self.failure: QueueError | None = None
         """Set once a write failed: the handle refuses everything until reopened."""
         self.closed = False
-        with _open_paths_lock:
-            if path in _open_paths:
-                raise QueueLockedError(f"queue at {path!r} is already open in this process")
-            _open_paths.add(path)
+        directory.claim(path)
         try:
-            self._prepare_directory(path, column_families, directory_mode)
-            options = _options(create=True)
-            families = {name: _options(create=True) for name in column_families}
+            directory.prepare_directory(path, column_families, directory_mode)
+            options = directory.open_options(create=True)
+            families = {name: directory.open_options(create=True) for name in column_families}
             try:
-                self._db = _open_restoring_config_on_failure(path, options, families)
+                self._db = directory.open_read_write(path, options, families)
             except Exception as error:
-                raise translate(error, path, "opening") from error
+                raise directory.translate(error, path, "opening") from error
             # Held for the queue's lifetime: dropping a column-family handle
             # flushes the memtable, and a live one keeps the DB lock.
             self._handles: dict[str, ColumnFamily] = {
@@ -270,65 +82,12 @@ class Store:
             # None for a FIFO queue, which has no positions.
             self._positions: Rdict | None = self._families.get(POSITIONS_CF)
         except BaseException:
-            with _open_paths_lock:
-                _open_paths.discard(path)
+            directory.release(path)
             raise
         self._write_options = WriteOptions()
         self._write_options.sync = False
         self._read_options = ReadOptions()
         self.sync = sync
-
-    @staticmethod
-    def _prepare_directory(path: str, column_families: tuple[str, ...], mode: int) -> None:
-        """Create the directory if needed; refuse one that holds something else."""
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise ValueError(f"path {path!r} exists and is not a directory")
-        if not os.path.exists(path):
-            try:
-                _make_directories(path, mode)
-            except OSError as error:
-                raise QueueIOError(f"cannot create the queue directory {path!r}: {error}") from None
-            return
-        if not os.path.exists(os.path.join(path, "CURRENT")):
-            # Files RocksDB makes before CURRENT are what a creation killed
-            # early leaves: the creation starts again. Anything else is not ours.
-            if not all(_is_creation_leftover(name) for name in os.listdir(path)):
-                raise QueueError(
-                    f"path {path!r} is a non-empty directory that holds no RocksDB database; "
-                    "refusing to write into it"
-                )
-            return
-        try:
-            present = set(Rdict.list_cf(path, Options(raw_mode=True)))
-        except Exception as error:
-            raise translate(error, path, "reading the column families") from error
-        expected = {"default", *column_families}
-        if present == expected:
-            # Table files but no kind: RocksDB dropped MANIFEST records it
-            # took for a torn tail, and the read-write open would delete the
-            # tables they listed, leaving what looks like a new, empty queue.
-            if any(name.endswith(".sst") for name in os.listdir(path)):
-                try:
-                    kind = _stored_kind(path)
-                except Exception as error:
-                    raise translate(error, path, "reading the queue kind") from error
-                if kind is None:
-                    raise QueueCorruptedError(
-                        f"queue at {path!r} has table files but its metadata is gone "
-                        "(damaged MANIFEST?); refusing to open it as an empty queue"
-                    )
-            return  # the core checks the kind and the counters
-        # A queue killed while being created has only some of our families
-        # and nothing else: finish creating it. Anything else is not ours,
-        # and is left exactly as it was.
-        # An interrupted creation never flushed: table files mean lost data.
-        has_tables = any(name.endswith(".sst") for name in os.listdir(path))
-        if not present <= expected or has_tables or not _holds_no_queue_data(path, present):
-            raise QueueError(
-                f"path {path!r} holds a RocksDB database with column families "
-                f"{sorted(present)} that is not a rocksq_aio queue of this kind "
-                f"(expected {sorted(expected)}); refusing to open it"
-            )
 
     # ------------------------------------------------------------ lifecycle
 
@@ -361,10 +120,9 @@ class Store:
             # The failure was reported when it happened; closing is how the
             # caller recovers, and must not raise it again.
             if self.failure is None:
-                raise translate(error, self.path, "closing") from error
+                raise directory.translate(error, self.path, "closing") from error
         finally:
-            with _open_paths_lock:
-                _open_paths.discard(self.path)
+            directory.release(self.path)
 
     @contextmanager
     def _reading(self, action: str) -> Iterator[None]:
@@ -373,7 +131,7 @@ class Store:
         except QueueError:
             raise
         except Exception as error:
-            raise translate(error, self.path, action) from error
+            raise directory.translate(error, self.path, action) from error
 
     # ------------------------------------------------------------ reads
 
@@ -381,7 +139,7 @@ class Store:
         try:
             value: Any = self._families[family].get(key)
         except Exception as error:
-            raise translate(error, self.path, "reading") from error
+            raise directory.translate(error, self.path, "reading") from error
         if value is not None and not isinstance(value, bytes):
             raise QueueCorruptedError(f"unexpected value type {type(value).__name__}")
         return value
@@ -530,9 +288,9 @@ class Store:
                 for key, value in plan.meta_puts:
                     batch.put(key, value, meta)
             for family, writes in (
-                ("positions", plan.position_writes),
-                ("returned", plan.returned_writes),
-                ("leased", plan.leased_writes),
+                (POSITIONS_CF, plan.position_writes),
+                (GIVEN_BACK_CF, plan.given_back_writes),
+                (RESERVED_CF, plan.reserved_writes),
             ):
                 if writes:
                     handle = handles[family]
@@ -648,7 +406,7 @@ class Store:
             self._fail(error)
 
     def _fail(self, error: Exception) -> NoReturn:
-        failure = translate(error, self.path, "writing")
+        failure = directory.translate(error, self.path, "writing")
         # The write may or may not be on disk: only a reopen tells.
         self.failure = failure
         raise failure from error
@@ -681,86 +439,5 @@ class Store:
             self._db.write(batch, self._write_options)
             self._db.flush_wal(True)
         except Exception as error:
-            self.failure = translate(error, self.path, "cleaning up")
+            self.failure = directory.translate(error, self.path, "cleaning up")
             raise self.failure from error
-
-
-def _held_by_another_process(lock_file: str) -> bool:
-    """True when another process holds RocksDB's lock on ``lock_file``."""
-    try:
-        descriptor = os.open(lock_file, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(descriptor)
-    return False
-
-
-def lock_is_held(directory: str) -> bool:
-    """True when some process (this one included) holds RocksDB's lock on ``directory``.
-
-    RocksQ carries its own RocksDB, whose lock neither rocksdict nor a probe
-    from this process can see, so /proc/locks is read where it exists.
-    """
-    lock = os.path.join(directory, "LOCK")
-    try:
-        status = os.stat(lock)
-    except FileNotFoundError:
-        return False
-    try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
-            table = locks.read()
-    except OSError:
-        return _held_by_another_process(lock)
-    target = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
-    return any(target in line.split() for line in table.splitlines())
-
-
-def _stored_kind(path: str) -> bytes | None:
-    """The ``kind`` a queue directory records, read without taking its lock."""
-    families = [name for name in Rdict.list_cf(path, Options(raw_mode=True)) if name != "default"]
-    if META_CF not in families:
-        return None
-    with _config_left_alone(path):
-        database = _read_only(path, families)
-        try:
-            meta = database.get_column_family(META_CF)
-            kind: Any = meta.get(KIND_KEY)
-            del meta
-        finally:
-            database.close()
-    return kind if isinstance(kind, bytes) else None
-
-
-def destroy(path: str) -> None:
-    """Remove a queue directory entirely; it must not be open anywhere."""
-    absolute = os.path.abspath(os.fspath(path))
-    with _open_paths_lock:
-        if absolute in _open_paths:
-            raise QueueLockedError(f"queue at {absolute!r} is open; close it before removing it")
-    if not os.path.exists(absolute):
-        return
-    if not os.path.isdir(absolute):
-        raise ValueError(f"path {absolute!r} is not a directory")
-    if not os.path.exists(os.path.join(absolute, "CURRENT")):
-        # Never rmtree a directory that is not ours.
-        if os.listdir(absolute):
-            raise QueueError(f"path {absolute!r} is not a queue directory; refusing to remove it")
-        os.rmdir(absolute)
-        return
-    if lock_is_held(absolute):
-        raise QueueLockedError(f"queue at {absolute!r} is open; close it before removing it")
-    try:
-        kind = _stored_kind(absolute)
-    except Exception as error:
-        raise translate(error, absolute, "reading the queue kind") from error
-    if kind not in (*FIFO_KINDS, *MPMC_KINDS):
-        raise QueueError(
-            f"path {absolute!r} holds a RocksDB database that is not a rocksq_aio queue; "
-            "refusing to remove it"
-        )
-    shutil.rmtree(absolute)

@@ -1,94 +1,49 @@
-"""Planning of every write batch as plain functions of the queue state.
+"""Planning of every RocksDB write batch as pure functions of the queue state.
 
 Nothing here touches RocksDB: a function takes the current state and the values
 already read, and returns the new state together with a :class:`WritePlan` (the
-keys to put and delete). ``_storage`` turns a plan into one atomic WriteBatch.
-Keeping the two apart lets the tests replay plans against a dict and compare
-with an in-memory model.
+keys to put and delete), which ``store.Store.apply`` writes as one atomic
+WriteBatch. The tests replay plans against a dict and compare with a model.
 
-Layout on disk (column families):
+Rules every plan keeps (the engine relies on them):
 
-* ``data``: key = 8-byte big-endian element index, so RocksDB order is queue
-  order. FIFO value = the item; MPMC value = 8-byte big-endian timestamp in
-  milliseconds followed by the item.
-* ``meta``: ``kind`` (which queue and format), ``state`` (the counters) and,
-  only while a large write is half done, ``staging`` (see ``_storage.Store.apply``).
-
-Format v2: the FIFO one-item push and pop, and the MPMC one-item add, write
-only their data key, so the saved counters may lag behind the keys; they are a
-starting point from which ``recovered_fifo_bounds`` and ``recovered_mpmc_tail``
-find the true head and tail at open. Every other write saves the counters with
-it, and so does a clean close.
-* ``positions`` (MPMC only): key = UTF-8 label, value = 8-byte index of the next
-  element to read + 1 byte of flags.
+1. A plan is all or nothing: a call that cannot be done whole (a push that
+   does not fit, say) raises before anything is planned for it.
+2. Element puts only target indices outside the committed ``[head, tail)``
+   (at or past the tail, or below the head for a give-back), so a large plan
+   can be staged in several writes, invisible until its last one lands.
+3. Every plan that moves a counter carries the new counters (``meta/state``);
+   only the one-item fast paths of format v2 skip them (see ``format``).
+4. Deleted data ranges in one plan are contiguous.
+5. A label's saved position never moves back past an element another read
+   of that label already got; items that cannot be given back by moving the
+   position are saved in ``returned`` and served first.
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import NamedTuple
 
-from ._errors import QueueCorruptedError, QueueFullError
-from ._types import StartPosition
-
-DATA_CF = "data"
-META_CF = "meta"
-POSITIONS_CF = "positions"
-RETURNED_CF = "returned"
-LEASED_CF = "leased"
-
-KIND_KEY = b"kind"
-STATE_KEY = b"state"
-STAGING_KEY = b"staging"
-FIFO_KIND = b"rocksq_aio.fifo.v2"
-FIFO_KIND_V1 = b"rocksq_aio.fifo.v1"
-"""Counters always exact; read, and upgraded to v2 at the first open."""
-FIFO_KINDS = (FIFO_KIND, FIFO_KIND_V1)
-MPMC_KIND = b"rocksq_aio.mpmc.v2"
-MPMC_KIND_V1 = b"rocksq_aio.mpmc.v1"
-"""Counters always exact; read, and upgraded to v2 at the first open."""
-MPMC_KINDS = (MPMC_KIND, MPMC_KIND_V1)
-
-FIFO_COLUMN_FAMILIES = (DATA_CF, META_CF, LEASED_CF)
-MPMC_COLUMN_FAMILIES = (DATA_CF, META_CF, POSITIONS_CF, RETURNED_CF, LEASED_CF)
-
-MAX_INDEX = 2**64 - 1
-
-_INDEX = struct.Struct(">Q")
-_FIFO_STATE = struct.Struct(">QQQ")  # head, tail, payload_size
-_MPMC_STATE = struct.Struct(">QQQ")  # head, tail, timestamp of the newest element (ms)
-_POSITION = struct.Struct(">QB")  # next index to read, flags
-_TIMESTAMP = struct.Struct(">Q")
-_STAGED_RANGE = struct.Struct(">QQ")  # start, stop
-TIMESTAMP_BYTES = _TIMESTAMP.size
-_EXPIRED_UNSEEN = 1
-
-encode_index = _INDEX.pack
-
-
-def decode_index(key: bytes) -> int:
-    if len(key) != _INDEX.size:
-        raise QueueCorruptedError(f"data key of {len(key)} bytes, expected {_INDEX.size}")
-    index: int = _INDEX.unpack(key)[0]
-    return index
-
-
-def encode_staged_range(start: int, stop: int) -> bytes:
-    return _STAGED_RANGE.pack(start, stop)
-
-
-def decode_staged_range(raw: bytes) -> tuple[int, int]:
-    if len(raw) != _STAGED_RANGE.size:
-        raise QueueCorruptedError(
-            f"staging marker is {len(raw)} bytes long, expected {_STAGED_RANGE.size}"
-        )
-    start, stop = _STAGED_RANGE.unpack(raw)
-    if start >= stop:
-        raise QueueCorruptedError(f"staging marker names an empty range [{start}, {stop})")
-    return start, stop
+from .._errors import QueueCorruptedError, QueueFullError
+from .._types import StartPosition
+from .format import (
+    FIFO_FORMAT,
+    FORMAT_KEY,
+    MAX_INDEX,
+    MPMC_FORMAT,
+    STATE_KEY,
+    TIMESTAMP_BYTES,
+    FifoState,
+    LabelPosition,
+    MpmcState,
+    encode_fifo_state,
+    encode_index,
+    encode_items,
+    encode_mpmc_counters,
+    encode_position,
+    encode_timestamp,
+)
 
 
 @dataclass(slots=True)
@@ -97,7 +52,7 @@ class WritePlan:
 
     ``data_puts`` only ever target indices at or beyond the committed tail, so
     they may be staged in several smaller writes before the batch that carries
-    the counters (see ``_storage.Store.apply``).
+    the counters (see ``store.Store.apply``).
     """
 
     data_puts: list[tuple[int, bytes]] = field(default_factory=list)
@@ -108,10 +63,10 @@ class WritePlan:
     meta_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
     position_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     """Applied in order; a None value deletes the label."""
-    returned_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
-    """Items handed back to a label that had read further (see plan_mpmc_hand_back)."""
-    leased_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
-    """FIFO items reserved and not yet acknowledged (see plan_fifo_reserve)."""
+    given_back_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    """Items given back to a label that had read further (see plan_mpmc_given_back)."""
+    reserved_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    """Reservations not yet settled (see plan_fifo_reserve, plan_mpmc_reserve)."""
 
     def delete_data(self, start: int, stop: int) -> None:
         """Delete indices [start, stop); ranges planned in one batch are contiguous."""
@@ -131,53 +86,12 @@ class WritePlan:
             or self.data_delete_start != self.data_delete_stop
             or self.meta_puts
             or self.position_writes
-            or self.returned_writes
-            or self.leased_writes
+            or self.given_back_writes
+            or self.reserved_writes
         )
 
 
 # ---------------------------------------------------------------- FIFO
-
-
-PAYLOAD_UNKNOWN = 1 << 63
-"""The payload size of a FIFO queue recovered after an unclean shutdown, until
-someone asks for it (counting it means reading every element). Pushes and pops
-go on adding and subtracting sizes, so any value from ``PAYLOAD_UNKNOWN_FLOOR``
-up, in memory or in the saved counters, means "unknown"."""
-PAYLOAD_UNKNOWN_FLOOR = 1 << 62
-
-
-class FifoState(NamedTuple):
-    # A NamedTuple: immutable and several times cheaper to build than a
-    # frozen dataclass, which matters on the one-item push/pop path.
-    head: int = 0
-    tail: int = 0
-    payload_size: int = 0
-
-    @property
-    def length(self) -> int:
-        return self.tail - self.head
-
-
-def encode_fifo_state(state: FifoState) -> bytes:
-    return _FIFO_STATE.pack(*state)
-
-
-pack_fifo_counters = _FIFO_STATE.pack
-"""``pack_fifo_counters(head, tail, payload_size)``: encode_fifo_state for the hot path."""
-
-
-def decode_fifo_state(raw: bytes) -> FifoState:
-    if len(raw) != _FIFO_STATE.size:
-        raise QueueCorruptedError(
-            f"FIFO counters are {len(raw)} bytes long, expected {_FIFO_STATE.size}"
-        )
-    head, tail, payload_size = _FIFO_STATE.unpack(raw)
-    if head > tail:
-        raise QueueCorruptedError(f"FIFO counters say head {head} > tail {tail}")
-    if head == tail and 0 < payload_size < PAYLOAD_UNKNOWN_FLOOR:
-        raise QueueCorruptedError(f"FIFO is empty but its payload size is {payload_size}")
-    return FifoState(head, tail, payload_size)
 
 
 def _with_fifo_counters(plan: WritePlan, state: FifoState) -> None:
@@ -254,14 +168,14 @@ def plan_fifo_pop(state: FifoState, popped: list[bytes], plan: WritePlan) -> Fif
     return new_state
 
 
-def plan_fifo_unpop(state: FifoState, items: list[bytes], plan: WritePlan) -> FifoState:
+def plan_fifo_give_back(state: FifoState, items: list[bytes], plan: WritePlan) -> FifoState:
     """Put items popped earlier back in front of the head, keeping their order.
 
-    Every unpopped item was popped first, so the head is always >= their count.
+    Every item given back was popped first, so the head is always >= their count.
     """
     count = len(items)
     if count > state.head:
-        raise AssertionError("cannot unpop more elements than were popped")
+        raise AssertionError("cannot give back more elements than were popped")
     head = state.head - count
     size = sum(map(len, items))
     new_state = FifoState(head, state.tail, state.payload_size + size)
@@ -272,29 +186,29 @@ def plan_fifo_unpop(state: FifoState, items: list[bytes], plan: WritePlan) -> Fi
 
 
 def plan_fifo_reserve(state: FifoState, items: list[bytes], plan: WritePlan) -> FifoState:
-    """Move ``items`` (the values read at the head) out of the queue into the lease area.
+    """Move ``items`` (the values read at the head) out of the queue into the reserved area.
 
-    They stay on disk, under their index, until acknowledged; a lease still
-    there at the next open was never acknowledged and goes back to the head.
+    They stay on disk, under their index, until acked; a reservation still
+    there at the next open was never acked and goes back to the head.
     """
     new_state = plan_fifo_pop(state, items, plan)
-    plan.leased_writes.extend(
+    plan.reserved_writes.extend(
         (encode_index(index), item) for index, item in enumerate(items, state.head)
     )
     return new_state
 
 
-def plan_fifo_acknowledge(indices: Iterable[int], plan: WritePlan) -> None:
-    """Forget leased items for good: they were processed."""
-    plan.leased_writes.extend((encode_index(index), None) for index in indices)
+def plan_fifo_ack(indices: Iterable[int], plan: WritePlan) -> None:
+    """Forget reserved items for good: they were processed (ack)."""
+    plan.reserved_writes.extend((encode_index(index), None) for index in indices)
 
 
-def plan_fifo_release(
+def plan_fifo_nack(
     state: FifoState, indices: Iterable[int], items: list[bytes], plan: WritePlan
 ) -> FifoState:
-    """Return leased items to the head of the queue, in their order, for the next reader."""
-    plan_fifo_acknowledge(indices, plan)
-    return plan_fifo_unpop(state, items, plan)
+    """Return reserved items (nack) to the head of the queue, in their order."""
+    plan_fifo_ack(indices, plan)
+    return plan_fifo_give_back(state, items, plan)
 
 
 def recovered_fifo_bounds(
@@ -309,7 +223,7 @@ def recovered_fifo_bounds(
     form one run that starts at most that far past the saved head and ends
     at most that far past the saved tail. An empty queue does not say where
     its head got to: it restarts at the furthest its tail can have reached,
-    so that its head never goes back (unpop puts items below the head).
+    so that its head never goes back (a give-back puts items below the head).
     """
     if first is None or last is None:
         if saved.length > max_unsaved:
@@ -334,37 +248,11 @@ def recovered_fifo_bounds(
 
 def plan_fifo_create() -> tuple[FifoState, WritePlan]:
     state = FifoState()
-    plan = WritePlan(meta_puts=[(KIND_KEY, FIFO_KIND), (STATE_KEY, encode_fifo_state(state))])
+    plan = WritePlan(meta_puts=[(FORMAT_KEY, FIFO_FORMAT), (STATE_KEY, encode_fifo_state(state))])
     return state, plan
 
 
 # ---------------------------------------------------------------- MPMC
-
-
-@dataclass(frozen=True, slots=True)
-class LabelPosition:
-    index: int
-    """The next element this label reads."""
-    expired_unseen: bool = False
-    """Elements this label had not read were removed by TTL; reported once by next()."""
-
-
-_NO_POSITIONS: Mapping[str, LabelPosition] = MappingProxyType({})
-
-
-class MpmcState(NamedTuple):
-    # A NamedTuple for the same reason as FifoState. ``positions`` is never
-    # changed in place: plans build a new mapping.
-    head: int = 0
-    tail: int = 0
-    newest_timestamp_ms: int = 0
-    """Timestamp of the newest element ever added; new stamps never go below it,
-    so timestamps never decrease along the queue even if the clock steps back."""
-    positions: Mapping[str, LabelPosition] = _NO_POSITIONS
-
-    @property
-    def length(self) -> int:
-        return self.tail - self.head
 
 
 def recovered_mpmc_tail(saved_tail: int, last: int | None, max_unsaved: int) -> int:
@@ -384,73 +272,11 @@ def recovered_mpmc_tail(saved_tail: int, last: int | None, max_unsaved: int) -> 
     return last + 1
 
 
-def encode_mpmc_counters(state: MpmcState) -> bytes:
-    return _MPMC_STATE.pack(state.head, state.tail, state.newest_timestamp_ms)
-
-
-pack_mpmc_counters = _MPMC_STATE.pack
-"""``pack_mpmc_counters(head, tail, newest_timestamp_ms)``: for the hot path."""
-
-
-def decode_mpmc_counters(raw: bytes) -> tuple[int, int, int]:
-    if len(raw) != _MPMC_STATE.size:
-        raise QueueCorruptedError(
-            f"MPMC counters are {len(raw)} bytes long, expected {_MPMC_STATE.size}"
-        )
-    head, tail, newest = _MPMC_STATE.unpack(raw)
-    if head > tail:
-        raise QueueCorruptedError(f"MPMC counters say head {head} > tail {tail}")
-    return head, tail, newest
-
-
-def encode_position(position: LabelPosition) -> bytes:
-    return _POSITION.pack(position.index, _EXPIRED_UNSEEN if position.expired_unseen else 0)
-
-
-def decode_label(label_key: bytes) -> str:
-    try:
-        return label_key.decode("utf-8")
-    except UnicodeDecodeError:
-        raise QueueCorruptedError(f"label {label_key!r} is not valid UTF-8") from None
-
-
-def decode_position(
-    label_key: bytes, raw: bytes, head: int, tail: int
-) -> tuple[str, LabelPosition]:
-    label = decode_label(label_key)
-    if len(raw) != _POSITION.size:
-        raise QueueCorruptedError(
-            f"position of label {label!r} is {len(raw)} bytes long, expected {_POSITION.size}"
-        )
-    index, flags = _POSITION.unpack(raw)
-    if not head <= index <= tail or flags & ~_EXPIRED_UNSEEN:
-        raise QueueCorruptedError(
-            f"position {index} of label {label!r} is outside the stored range "
-            f"[{head}, {tail}] or has unknown flags {flags}"
-        )
-    return label, LabelPosition(index, bool(flags & _EXPIRED_UNSEEN))
-
-
-def stamp(timestamp_ms: int, item: bytes) -> bytes:
-    return _TIMESTAMP.pack(timestamp_ms) + item
-
-
-def stamped_timestamp(value: bytes) -> int:
-    if len(value) < TIMESTAMP_BYTES:
-        raise QueueCorruptedError(f"MPMC element of {len(value)} bytes has no timestamp")
-    timestamp: int = _TIMESTAMP.unpack_from(value)[0]
-    return timestamp
-
-
-def unstamp(value: bytes) -> bytes:
-    if len(value) < TIMESTAMP_BYTES:
-        raise QueueCorruptedError(f"MPMC element of {len(value)} bytes has no timestamp")
-    return value[TIMESTAMP_BYTES:]
-
-
 def plan_mpmc_create() -> tuple[MpmcState, WritePlan]:
     state = MpmcState()
-    plan = WritePlan(meta_puts=[(KIND_KEY, MPMC_KIND), (STATE_KEY, encode_mpmc_counters(state))])
+    plan = WritePlan(
+        meta_puts=[(FORMAT_KEY, MPMC_FORMAT), (STATE_KEY, encode_mpmc_counters(state))]
+    )
     return state, plan
 
 
@@ -484,7 +310,7 @@ def plan_mpmc_add(state: MpmcState, items: list[bytes], now_ms: int, plan: Write
     tail = state.tail
     if tail + len(items) > MAX_INDEX:
         raise QueueFullError("MPMC queue index space exhausted")
-    prefix = _TIMESTAMP.pack(timestamp)
+    prefix = encode_timestamp(timestamp)
     plan.data_puts.extend((tail + offset, prefix + item) for offset, item in enumerate(items))
     plan.data_bytes += sum(map(len, items)) + len(items) * TIMESTAMP_BYTES
     new_state = state._replace(tail=tail + len(items), newest_timestamp_ms=timestamp)
@@ -554,29 +380,7 @@ def plan_mpmc_rewind(
     return state._replace(positions=positions), True
 
 
-_ITEM_LENGTH = struct.Struct(">I")
-
-
-def encode_returned(items: list[bytes]) -> bytes:
-    return b"".join(_ITEM_LENGTH.pack(len(item)) + item for item in items)
-
-
-def decode_returned(label_key: bytes, raw: bytes) -> list[bytes]:
-    items: list[bytes] = []
-    offset = 0
-    while offset < len(raw):
-        if offset + _ITEM_LENGTH.size > len(raw):
-            raise QueueCorruptedError(f"items handed back to label {label_key!r} are truncated")
-        (length,) = _ITEM_LENGTH.unpack_from(raw, offset)
-        offset += _ITEM_LENGTH.size
-        if offset + length > len(raw):
-            raise QueueCorruptedError(f"items handed back to label {label_key!r} are truncated")
-        items.append(raw[offset : offset + length])
-        offset += length
-    return items
-
-
-def plan_mpmc_hand_back(label: str, waiting: list[bytes], plan: WritePlan) -> None:
+def plan_mpmc_given_back(label: str, waiting: list[bytes], plan: WritePlan) -> None:
     """Save the items waiting to be redelivered to ``label`` (none: forget them).
 
     They are items of a next() that were never delivered while the label read
@@ -584,40 +388,21 @@ def plan_mpmc_hand_back(label: str, waiting: list[bytes], plan: WritePlan) -> No
     first. Saved, so that a restart does not lose them.
     """
     key = label.encode("utf-8")
-    plan.returned_writes.append((key, encode_returned(waiting) if waiting else None))
+    plan.given_back_writes.append((key, encode_items(waiting) if waiting else None))
 
 
-_LABEL_LENGTH = struct.Struct(">H")
+def plan_mpmc_reserve(key: bytes, items: list[bytes], plan: WritePlan) -> None:
+    """Keep the items a label reserved until they are acked or nacked.
 
-
-def mpmc_lease_key(label: str, number: int) -> bytes:
-    """Key of an MPMC lease: the label (length-prefixed) and the lease's number."""
-    encoded = label.encode("utf-8")
-    return _LABEL_LENGTH.pack(len(encoded)) + encoded + _INDEX.pack(number)
-
-
-def decode_mpmc_lease_key(key: bytes) -> str:
-    """The label of an MPMC lease key."""
-    if len(key) < _LABEL_LENGTH.size + _INDEX.size:
-        raise QueueCorruptedError(f"lease key {key!r} is too short")
-    (length,) = _LABEL_LENGTH.unpack_from(key)
-    if len(key) != _LABEL_LENGTH.size + length + _INDEX.size:
-        raise QueueCorruptedError(f"lease key {key!r} has the wrong length")
-    return decode_label(key[_LABEL_LENGTH.size : _LABEL_LENGTH.size + length])
-
-
-def plan_mpmc_lease(key: bytes, items: list[bytes], plan: WritePlan) -> None:
-    """Keep the items a label reserved until they are acknowledged or released.
-
-    The label's position moves past them at once, as with next(); a lease
-    found at the next open was never acknowledged: its items are handed back
-    to the label (plan_mpmc_hand_back) and delivered first.
+    The label's position moves past them at once, as with next(); a reservation
+    found at the next open was never acked: its items are given back
+    to the label (plan_mpmc_given_back) and delivered first.
     """
-    plan.leased_writes.append((key, encode_returned(items)))
+    plan.reserved_writes.append((key, encode_items(items)))
 
 
-def plan_mpmc_unlease(key: bytes, plan: WritePlan) -> None:
-    plan.leased_writes.append((key, None))
+def plan_mpmc_settle(key: bytes, plan: WritePlan) -> None:
+    plan.reserved_writes.append((key, None))
 
 
 def plan_mpmc_remove_label(state: MpmcState, label: str, plan: WritePlan) -> tuple[MpmcState, bool]:

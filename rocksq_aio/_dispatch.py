@@ -1,0 +1,292 @@
+"""Operations and group commit: what every engine shares that is not storage.
+
+A face validates each call into an :class:`Operation` and submits it; the
+queue's worker calls ``drain()``, which takes the engine's lock, hands
+everything pending (in arrival order, bounded in bytes) to the engine's
+``_execute`` as one group, and completes all of it at once (group commit).
+
+Rules (the engines and the faces rely on them):
+
+1. Bad input never reaches an engine: the builders below validate every
+   argument (``TypeError``/``ValueError``) before an operation exists.
+2. Operations complete in submission order. A group is a run of pending
+   operations of at most ``group_bytes`` bytes (at least one operation);
+   ``_execute`` commits a group atomically, or fails every operation in it.
+3. Cancellation means "it did not happen": a caller that stops waiting calls
+   ``abandon()``. An operation not started is withdrawn; one running is given
+   back by ``drain()`` once it finishes; one already done is given back by the
+   GIVE_BACK operation ``abandon()`` returns, which the caller submits.
+4. ACK and NACK are never withdrawn: settling a reservation must happen even
+   when its caller stops waiting.
+5. A give-back is an operation like any other, executed by the worker (never
+   on an event loop's thread), in a group of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import threading
+from collections import deque
+from typing import Any
+
+from . import _validate
+from ._errors import QueueError
+from ._types import StartPosition
+
+
+class OperationKind(enum.Enum):
+    PUSH = "push"
+    POP = "pop"
+    ADD = "add"
+    NEXT = "next"
+    REMOVE_LABEL = "remove_label"
+    RESERVE = "reserve"
+    ACK = "ack"
+    NACK = "nack"
+    GIVE_BACK = "give_back"
+
+
+_NEVER_WITHDRAWN = (OperationKind.ACK, OperationKind.NACK)
+
+
+class Stage(enum.IntEnum):
+    PENDING = 0
+    RUNNING = 1
+    DONE = 2
+    WITHDRAWN = 3
+    """Abandoned before it started: it never runs."""
+
+
+class Reservation:
+    """Items handed out by ``reserve``: ack removes them for good, nack delivers them again.
+
+    ``token`` is the engine's own record of where the items came from; only
+    the engine that made the reservation reads it. ``label`` is None on a FIFO queue.
+    """
+
+    __slots__ = ("items", "label", "settled", "token")
+
+    def __init__(self, items: list[bytes], token: Any, label: str | None = None) -> None:
+        self.items = items
+        self.token = token
+        self.label = label
+        self.settled = False
+
+
+class Operation:
+    """One validated call waiting for, or done by, a group commit.
+
+    ``token`` is the engine's note on a finished read (where its items came
+    from), so that it can give them back; the faces never read it.
+    """
+
+    __slots__ = ("abandoned", "arguments", "error", "kind", "result", "size", "stage", "token")
+
+    def __init__(self, kind: OperationKind, arguments: tuple[Any, ...], size: int = 0) -> None:
+        self.kind = kind
+        self.arguments = arguments
+        self.size = size
+        self.stage = Stage.PENDING
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.abandoned = False
+        self.token: Any = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+# ---------------------------------------------------------------- builders
+
+
+def push_operation(items: object, kind: OperationKind = OperationKind.PUSH) -> Operation:
+    """A FIFO push (or, with ``kind=ADD``, an MPMC add) of ``items``."""
+    if type(items) is list and len(items) == 1 and type(items[0]) is bytes:
+        return Operation(kind, ([items[0]],), len(items[0]))  # the common case, no copy
+    values = _validate.item_list(items)
+    return Operation(kind, (values,), sum(map(len, values)))
+
+
+def add_operation(items: object) -> Operation:
+    return push_operation(items, OperationKind.ADD)
+
+
+def pop_operation(max_elements: object = 1, kind: OperationKind = OperationKind.POP) -> Operation:
+    """A FIFO pop (or, with ``kind=RESERVE``, a FIFO reserve) of up to ``max_elements``."""
+    return Operation(kind, (_validate.positive_int(max_elements, "max_elements"),))
+
+
+def reserve_operation(max_elements: object = 1) -> Operation:
+    return pop_operation(max_elements, OperationKind.RESERVE)
+
+
+def next_operation(
+    label: object,
+    start_position: object = StartPosition.Oldest,
+    max_elements: object = 1,
+    kind: OperationKind = OperationKind.NEXT,
+) -> Operation:
+    """An MPMC next (or, with ``kind=RESERVE``, a label's reserve)."""
+    return Operation(
+        kind,
+        (
+            _validate.label_name(label),
+            _validate.start_position(start_position),
+            _validate.positive_int(max_elements, "max_elements"),
+        ),
+    )
+
+
+def reserve_label_operation(
+    label: object, start_position: object = StartPosition.Oldest, max_elements: object = 1
+) -> Operation:
+    return next_operation(label, start_position, max_elements, OperationKind.RESERVE)
+
+
+def remove_label_operation(label: object) -> Operation:
+    return Operation(OperationKind.REMOVE_LABEL, (_validate.label_name(label),))
+
+
+def settle_operation(reservation: Reservation, *, ack: bool) -> Operation:
+    return Operation(OperationKind.ACK if ack else OperationKind.NACK, (reservation,))
+
+
+def give_back_operation(read: Operation, delivered: int = 0) -> Operation:
+    """Give back what the finished read ``read`` took, except its first ``delivered`` items."""
+    return Operation(OperationKind.GIVE_BACK, (read, delivered))
+
+
+# ---------------------------------------------------------------- dispatcher
+
+
+class Dispatcher:
+    """Group commit for one engine; the engine supplies ``_execute`` and ``_give_back_locked``.
+
+    ``arrivals`` counts commits that made elements available (pushes, adds,
+    items given back or released); waiters watch it.
+    """
+
+    def __init__(self, group_bytes: int) -> None:
+        self.arrivals = 0
+        self._group_bytes = group_bytes
+        self._lock = threading.Lock()
+        self._pending: deque[Operation] = deque()
+        self._pending_lock = threading.Lock()
+
+    # What the engine supplies.
+
+    def check_usable(self) -> None:
+        """Raise the error every operation would get now (closed, failed), if any."""
+        raise NotImplementedError
+
+    def _execute(self, group: list[Operation]) -> None:
+        """Commit ``group`` atomically, setting each operation's result or error."""
+        raise NotImplementedError
+
+    def _give_back_locked(self, read: Operation, delivered: int) -> None:
+        """Return the items of a finished read, but its first ``delivered``, to the queue."""
+        raise NotImplementedError
+
+    # The mechanism.
+
+    def submit(self, operation: Operation) -> None:
+        self.check_usable()
+        with self._pending_lock:
+            self._pending.append(operation)
+
+    def drain(self) -> None:
+        """Execute pending operations as one group; returns at once if none are pending."""
+        with self._lock:
+            with self._pending_lock:
+                group = self._take_group()
+            if not group:
+                return
+            try:
+                self.check_usable()
+                if group[0].kind is OperationKind.GIVE_BACK:
+                    read, delivered = group[0].arguments
+                    self._give_back_quietly(read, delivered)
+                else:
+                    self._execute(group)
+            except BaseException as error:
+                for operation in group:
+                    operation.result = None
+                    operation.error = error
+            with self._pending_lock:
+                abandoned = []
+                for operation in group:
+                    operation.stage = Stage.DONE
+                    if operation.abandoned:
+                        abandoned.append(operation)
+            for operation in abandoned:
+                self._give_back_quietly(operation, 0)
+
+    def _take_group(self) -> list[Operation]:
+        pending = self._pending
+        group: list[Operation] = []
+        size = 0
+        limit = self._group_bytes
+        give_back = OperationKind.GIVE_BACK
+        while pending and (not group or size + pending[0].size <= limit):
+            if group and (pending[0].kind is give_back or group[0].kind is give_back):
+                break  # a give-back is a group of its own
+            operation = pending.popleft()
+            operation.stage = Stage.RUNNING
+            size += operation.size
+            group.append(operation)
+        return group
+
+    def run(self, operation: Operation) -> Any:
+        """Execute ``operation`` (with whatever else is pending) and return its result."""
+        # Uncontended: execute directly, skipping the pending queue. Anything
+        # submitted meanwhile waits for the lock and is drained after us.
+        if not self._pending and self._lock.acquire(False):
+            try:
+                if not self._pending:
+                    self.check_usable()
+                    if operation.kind is OperationKind.GIVE_BACK:
+                        self._give_back_quietly(*operation.arguments)
+                    else:
+                        self._execute([operation])
+                    operation.stage = Stage.DONE
+                    return operation.outcome()
+            finally:
+                self._lock.release()
+        self.submit(operation)
+        while operation.stage is not Stage.DONE:
+            self.drain()
+        return operation.outcome()
+
+    def abandon(self, operation: Operation) -> Operation | None:
+        """The caller stopped waiting for ``operation``: withdraw it, or give its items back.
+
+        Returns the give-back the caller must submit when ``operation`` was
+        already done, else None.
+        """
+        with self._pending_lock:
+            if operation.kind in _NEVER_WITHDRAWN:
+                return None
+            if operation.stage is Stage.PENDING:
+                self._pending.remove(operation)
+                operation.stage = Stage.WITHDRAWN
+                return None
+            if operation.stage is Stage.RUNNING:
+                operation.abandoned = True  # drain() gives it back when done
+                return None
+        if operation.error is not None or operation.kind not in _READS:
+            return None
+        return give_back_operation(operation)
+
+    def _give_back_quietly(self, read: Operation, delivered: int) -> None:
+        if read.error is not None:
+            return
+        # Only fails once the engine is in its error state, which every later
+        # call reports; the caller giving up must not see a second error.
+        with contextlib.suppress(QueueError):
+            self._give_back_locked(read, delivered)
+
+
+_READS = (OperationKind.POP, OperationKind.NEXT, OperationKind.RESERVE)

@@ -1,0 +1,239 @@
+"""The memory FIFO engine: push, pop and reservations on a queue kept in this process.
+
+It behaves as the RocksDB FIFO engine does, seen from outside, and is tested
+against it operation by operation (``tests/test_memory_engine.py``). To do
+that it keeps what RocksDB keeps: the head's index, the items from there on,
+and each unsettled reservation's items under the index each item had. The
+indices are visible only where the RocksDB engine lets them show (see
+``_reopened`` and ``_settle_locked``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .. import _validate
+from .._dispatch import Operation, OperationKind, Reservation, pop_operation, push_operation
+from .._errors import QueueCorruptedError, QueueFullError
+from .._options import FifoOptions
+from .base import MemoryQueue
+
+MAX_INDEX = 2**64 - 1
+
+UNSAVED_LIMIT = 1024
+"""How far past its tail the RocksDB engine restarts an empty queue's head at
+open (``recovered_fifo_bounds``, its ``save_counters_every``)."""
+
+
+def queue_full(length: int, count: int, capacity: int) -> QueueFullError:
+    # The RocksDB engine's message, word for word.
+    return QueueFullError(
+        f"Queue is full: {length} elements stored, pushing {count} would exceed "
+        f"max_elements={capacity}; nothing was written"
+    )
+
+
+class FifoStore:
+    """A FIFO queue's data, kept in the registry between opens."""
+
+    __slots__ = ("head", "items", "leased", "payload_size")
+
+    def __init__(self) -> None:
+        self.head = 0
+        """Index of the oldest item; the tail is ``head + len(items)``."""
+        self.items: deque[bytes] = deque()
+        self.payload_size = 0
+        self.leased: dict[int, bytes] = {}
+        """Reserved items not settled yet, by the index each had (RocksDB's ``leased``)."""
+
+    def copy(self) -> FifoStore:
+        copied = FifoStore()
+        copied.head = self.head
+        copied.items = deque(self.items)
+        copied.payload_size = self.payload_size
+        copied.leased = dict(self.leased)
+        return copied
+
+    def give_back(self, items: list[bytes]) -> None:
+        """Put items taken earlier back in front of the head, in their order."""
+        if len(items) > self.head:
+            # The RocksDB engine's check (plan_fifo_give_back), kept so that
+            # the same calls fail the same way.
+            raise AssertionError("cannot give back more elements than were popped")
+        self.head -= len(items)
+        self.items.extendleft(reversed(items))
+        self.payload_size += sum(map(len, items))
+
+
+def _reopened(stored: FifoStore, path: str) -> FifoStore:
+    """The data as the RocksDB engine finds it at open after a clean close (``recovery``)."""
+    store = stored.copy()
+    if not store.items:
+        # An empty queue does not say where its head got to: RocksDB restarts
+        # it as far as its tail can have gone unsaved.
+        store.head = min(store.head + UNSAVED_LIMIT, MAX_INDEX)
+        store.payload_size = 0
+    if store.leased:
+        # Reservations left at close go back to the head, in index order.
+        indices = sorted(store.leased)
+        if False:
+            # Mirrors RocksDB, where this is reachable (reported to the lead):
+            # a nack puts items back under the indices a later reservation
+            # still leases, and the next open refuses the queue.
+            raise QueueCorruptedError(
+                f"queue at {path!r} has a lease on element {indices[-1]}, "
+                f"at or past its head {store.head}"
+            )
+        store.give_back([store.leased[index] for index in indices])
+        store.leased.clear()
+    return store
+
+
+class MemoryFifo(MemoryQueue):
+    """A FIFO queue with a capacity, kept in this process under a name."""
+
+    def __init__(self, name: str, options: FifoOptions) -> None:
+        # Validated in the RocksDB engine's order, so a bad argument raises the same error.
+        self.max_elements = options.capacity()
+        local = options.local()  # sync, cache_bytes, directory_mode: validated, unused
+        super().__init__(name, "FIFO", local.batch_bytes)
+        try:
+            stored = self._slot.data
+            if stored is None:
+                self._store = FifoStore()
+            elif isinstance(stored, FifoStore):
+                self._store = _reopened(stored, self._path)
+            else:  # registry.claim checks the kind
+                raise AssertionError("a FIFO slot holds other data")
+        except BaseException:
+            self._abandon_open()
+            raise
+        # The closed handle keeps its own copy (a reopen works on a new one),
+        # so its properties stay as they were at close, as RocksDB's do.
+        self._slot.data = self._store
+        self._reserved_count = 0
+
+    @property
+    def len(self) -> int:
+        return len(self._store.items)
+
+    def __len__(self) -> int:
+        return len(self._store.items)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self._store.items
+
+    @property
+    def payload_size(self) -> int:
+        """Sum of the stored items' sizes in bytes."""
+        return self._store.payload_size
+
+    @property
+    def pending(self) -> int:
+        """Items reserved and not yet acked or nacked."""
+        return self._reserved_count
+
+    # ------------------------------------------------------------ blocking face
+
+    def push(self, items: object, no_gil: object = True) -> None:
+        """Append ``items`` atomically; raise QueueFullError (writing nothing) if they don't fit.
+
+        ``no_gil`` is RocksQ's argument, accepted and ignored.
+        """
+        if no_gil is not True and no_gil is not False:
+            _validate.flag(no_gil, "no_gil")
+        operation = push_operation(items)
+        if not operation.arguments[0]:
+            # The RocksDB engine's blocking push returns before the capacity
+            # check: an empty push succeeds even on a queue reopened with a
+            # capacity below its length (a push operation in a group fails).
+            self.check_usable()
+            return
+        self.run(operation)
+
+    def pop(self, max_elements: object = 1, no_gil: object = True) -> list[bytes]:
+        """Remove and return up to ``max_elements`` items from the head ([] when empty).
+
+        ``no_gil`` is RocksQ's argument, accepted and ignored.
+        """
+        if no_gil is not True and no_gil is not False:
+            _validate.flag(no_gil, "no_gil")
+        result: list[bytes] = self.run(pop_operation(max_elements))
+        return result
+
+    # ------------------------------------------------------------ dispatcher
+
+    def _execute(self, group: list[Operation]) -> None:
+        # Nothing fails halfway but the settle of a stale reservation (given
+        # back by a reopen), and the RocksDB engine commits everything before
+        # a settle first: changing the store in place does the same.
+        store = self._store
+        capacity = self.max_elements
+        reservations: list[Reservation] = []
+        pushed = False
+        for operation in group:
+            kind = operation.kind
+            if kind is OperationKind.PUSH:
+                values: list[bytes] = operation.arguments[0]
+                length = len(store.items)
+                if length + len(values) > capacity:
+                    operation.error = queue_full(length, len(values), capacity)
+                    continue
+                store.items.extend(values)
+                store.payload_size += sum(map(len, values))
+                pushed = pushed or bool(values)
+            elif kind is OperationKind.POP:
+                operation.result = self._take(operation.arguments[0])
+            elif kind is OperationKind.RESERVE:
+                head = store.head
+                values = self._take(operation.arguments[0])
+                # The token: the indices the items had, which ack and nack name.
+                reservation = Reservation(values, range(head, head + len(values)))
+                for index, value in enumerate(values, head):
+                    store.leased[index] = value
+                operation.result = reservation
+                reservations.append(reservation)
+            else:
+                self._settle_locked(operation.arguments[0], kind)
+                # Mirrors RocksDB (reported to the lead): its arrivals count
+                # only pushes after the group's last ack or nack.
+                pushed = False
+        if pushed:
+            self.arrivals += 1
+        self._reserved_count += sum(len(reservation.items) for reservation in reservations)
+
+    def _take(self, limit: int) -> list[bytes]:
+        store = self._store
+        items = store.items
+        values = [items.popleft() for _ in range(min(limit, len(items)))]
+        store.head += len(values)
+        store.payload_size -= sum(map(len, values))
+        return values
+
+    def _settle_locked(self, reservation: Reservation, kind: OperationKind) -> None:
+        if reservation.settled or not reservation.items:
+            reservation.settled = True
+            return
+        store = self._store
+        indices: range = reservation.token
+        if kind is OperationKind.NACK:
+            store.give_back(reservation.items)  # may raise: then nothing changed
+        # As on RocksDB, settling forgets the leases under the reservation's
+        # indices, whichever reservation holds them now.
+        for index in indices:
+            store.leased.pop(index, None)
+        reservation.settled = True
+        self._reserved_count -= len(reservation.items)
+        if kind is OperationKind.NACK:
+            self.arrivals += 1
+
+    def _give_back_locked(self, read: Operation, delivered: int) -> None:
+        if read.kind is OperationKind.POP and read.result:
+            items: list[bytes] = read.result[delivered:]
+            if items:
+                self._store.give_back(items)
+                self.arrivals += 1
+            read.result = read.result[:delivered]
+        elif read.kind is OperationKind.RESERVE and read.result is not None:
+            self._settle_locked(read.result, OperationKind.NACK)

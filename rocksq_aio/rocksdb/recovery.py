@@ -1,0 +1,207 @@
+"""Opening a RocksDB queue: its format, its true state, and what a dead process left.
+
+Every function runs at open, before the queue serves anything, and leaves the
+directory in the state the rest of the engine assumes: the format checked and
+current (v1 upgraded to v2), counters that match the keys, no staged orphans,
+and no reservation of a dead process left unreleased.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .._errors import QueueCorruptedError, QueueError
+from . import format as _format
+from . import plan as _plan
+from .format import (
+    DATA_CF,
+    FIFO_FORMAT,
+    FIFO_FORMAT_V1,
+    FIFO_FORMATS,
+    FORMAT_KEY,
+    META_CF,
+    MPMC_FORMAT,
+    MPMC_FORMAT_V1,
+    MPMC_FORMATS,
+    STATE_KEY,
+    FifoState,
+    MpmcState,
+)
+from .plan import WritePlan
+from .store import Store
+
+
+def check_format(store: Store, expected: tuple[bytes, ...]) -> tuple[bytes, bytes] | None:
+    """Return the stored format and counters, or None for a queue that was never initialised."""
+    stored_format = store.get(META_CF, FORMAT_KEY)
+    state = store.get(META_CF, STATE_KEY)
+    if stored_format is None and state is None:
+        if store.data_key_bounds() is not None:
+            raise QueueCorruptedError(f"queue at {store.path!r} holds elements but no counters")
+        return None
+    if stored_format is None:
+        raise QueueCorruptedError(f"queue at {store.path!r} has counters but lost its kind")
+    if stored_format not in expected:
+        names = {tag: "a FIFO queue" for tag in FIFO_FORMATS} | {
+            tag: "an MPMC queue" for tag in MPMC_FORMATS
+        }
+        found = names.get(stored_format, f"an unknown kind {stored_format!r}")
+        raise QueueError(f"path {store.path!r} holds {found}, not {names[expected[0]]}")
+    if state is None:
+        raise QueueCorruptedError(f"queue at {store.path!r} has lost its counters")
+    return stored_format, state
+
+
+def check_data_matches(store: Store, head: int, tail: int) -> None:
+    """Cross-check the counters with the stored keys and drop staged orphans."""
+    bounds = store.data_key_bounds()
+    if bounds is None:
+        if head != tail:
+            raise QueueCorruptedError(
+                f"queue at {store.path!r} counts {tail - head} elements but stores none"
+            )
+        return
+    first, last = bounds
+    if head < tail:
+        if first > head or last < tail - 1:
+            raise QueueCorruptedError(
+                f"queue at {store.path!r} counts elements [{head}, {tail}) but stores "
+                f"keys from {first} to {last}"
+            )
+        if store.get(DATA_CF, _format.encode_index(head)) is None or (
+            store.get(DATA_CF, _format.encode_index(tail - 1)) is None
+        ):
+            raise QueueCorruptedError(
+                f"queue at {store.path!r} is missing the element at its head or tail"
+            )
+    if first < head or last >= tail:
+        store.discard_outside(head, tail)
+
+
+# ---------------------------------------------------------------- FIFO
+
+
+def open_fifo(store: Store, max_unsaved: int) -> FifoState:
+    """The FIFO queue's state at open (created if new), its dead reservations released."""
+    stored = check_format(store, FIFO_FORMATS)
+    if stored is None:
+        state, plan = _plan.plan_fifo_create()
+        store.apply(plan, sync=True)
+        return state
+    state = _recover_fifo(store, *stored, max_unsaved)
+    return _release_dead_fifo_reservations(store, state)
+
+
+def _recover_fifo(
+    store: Store, stored_format: bytes, raw_counters: bytes, max_unsaved: int
+) -> FifoState:
+    """The queue's state at open, from its counters and its keys."""
+    saved = _format.decode_fifo_state(raw_counters)
+    store.discard_staged()
+    if stored_format == FIFO_FORMAT_V1:
+        # v1 counters are exact, and keys beyond them are orphans.
+        check_data_matches(store, saved.head, saved.tail)
+        state = saved
+    else:
+        bounds = store.data_key_bounds()
+        first = last = None
+        if bounds is not None:
+            lowest, last = bounds
+            first = lowest if lowest >= saved.head else store.first_data_index_from(saved.head)
+        head, tail = _plan.recovered_fifo_bounds(saved, first, last, max_unsaved)
+        if (head, tail) == (saved.head, saved.tail):
+            state = saved
+        elif head == tail:
+            state = FifoState(head, tail, 0)
+        else:
+            # Only a process that died with unsaved counters gets here:
+            # the payload is counted when first asked for, not at open.
+            state = FifoState(head, tail, _format.PAYLOAD_UNKNOWN)
+        if bounds is not None and (bounds[0] < head or bounds[1] >= tail):
+            store.discard_outside(head, tail)
+    if state != saved or stored_format != FIFO_FORMAT:
+        plan = WritePlan(
+            meta_puts=[(FORMAT_KEY, FIFO_FORMAT), (STATE_KEY, _format.encode_fifo_state(state))]
+        )
+        store.apply(plan, sync=True)
+    return state
+
+
+def _release_dead_fifo_reservations(store: Store, state: FifoState) -> FifoState:
+    """Reservations found at open belong to a process that died before settling them."""
+    reserved = store.family_items(_format.RESERVED_CF)
+    if not reserved:
+        return state
+    indices = [_format.decode_index(key) for key, _value in reserved]
+    if indices[-1] >= state.head:
+        raise QueueCorruptedError(
+            f"queue at {store.path!r} has a lease on element {indices[-1]}, "
+            f"at or past its head {state.head}"
+        )
+    plan = WritePlan()
+    items = [value for _key, value in reserved]
+    state = _plan.plan_fifo_nack(state, indices, items, plan)
+    store.apply(plan, sync=True)
+    return state
+
+
+# ---------------------------------------------------------------- MPMC
+
+
+def open_mpmc(store: Store, max_unsaved: int) -> tuple[MpmcState, dict[str, deque[bytes]]]:
+    """The MPMC queue's state at open (created if new) and the items given back per label.
+
+    Reservations of a dead process are given back to their labels, first.
+    """
+    stored = check_format(store, MPMC_FORMATS)
+    if stored is None:
+        state, plan = _plan.plan_mpmc_create()
+        store.apply(plan, sync=True)
+        return state, {}
+    stored_format, raw_counters = stored
+    head, saved_tail, saved_newest = _format.decode_mpmc_counters(raw_counters)
+    store.discard_staged()
+    tail, newest = saved_tail, saved_newest
+    if stored_format != MPMC_FORMAT_V1:  # v1 counters are exact, keys beyond them orphans
+        bounds = store.data_key_bounds()
+        last = None if bounds is None else bounds[1]
+        tail = _plan.recovered_mpmc_tail(saved_tail, last, max_unsaved)
+        if tail != saved_tail:
+            # Only a process that died with unsaved counters gets here.
+            store.payload_of(saved_tail, tail)  # all there, or corrupted
+            newest_added = _format.stamped_timestamp(store.read_elements(tail - 1, 1)[0])
+            newest = max(newest, newest_added)
+    check_data_matches(store, head, tail)
+    if (tail, newest) != (saved_tail, saved_newest) or stored_format != MPMC_FORMAT:
+        counters = _format.pack_mpmc_counters(head, tail, newest)
+        plan = WritePlan(meta_puts=[(FORMAT_KEY, MPMC_FORMAT), (STATE_KEY, counters)])
+        store.apply(plan, sync=True)
+    positions = dict(
+        _format.decode_position(key, value, head, tail)
+        for key, value in store.family_items(_format.POSITIONS_CF)
+    )
+    given_back = {
+        _format.decode_label(key): deque(_format.decode_items(key, value))
+        for key, value in store.family_items(_format.GIVEN_BACK_CF)
+    }
+    _redeliver_dead_mpmc_reservations(store, given_back)
+    return MpmcState(head, tail, newest, positions), given_back
+
+
+def _redeliver_dead_mpmc_reservations(store: Store, given_back: dict[str, deque[bytes]]) -> None:
+    """Reservations found at open were never acked: their items go to their label first."""
+    reserved = store.family_items(_format.RESERVED_CF)
+    if not reserved:
+        return
+    by_label: dict[str, list[bytes]] = {}
+    plan = WritePlan()
+    for key, value in reserved:  # in key order: label, then reservation number
+        by_label.setdefault(_format.decode_mpmc_reservation_key(key), []).extend(
+            _format.decode_items(key, value)
+        )
+        _plan.plan_mpmc_settle(key, plan)
+    for label, items in by_label.items():
+        waiting = given_back.setdefault(label, deque())
+        waiting.extendleft(reversed(items))
+        _plan.plan_mpmc_given_back(label, list(waiting), plan)
+    store.apply(plan, sync=True)
