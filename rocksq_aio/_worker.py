@@ -155,13 +155,20 @@ class Worker:
     async def perform(self, operation: Operation) -> Any:
         """Execute ``operation`` and return its result; a cancelled caller gives back."""
         slots = self._slots
+        engine = self.engine
         await slots.acquire()
         try:
-            self.engine.submit(operation)
+            engine.submit(operation)
             try:
-                await self._complete(operation)
+                # _complete() spelled out: a coroutine frame per operation is
+                # measurable with 256 tasks awaiting one item each.
+                while operation.stage is not Stage.DONE:
+                    if self._draining is None:
+                        await self._lead_drain()
+                    else:
+                        await self._draining.wait()
             except BaseException:
-                give_back = self.engine.abandon(operation)
+                give_back = engine.abandon(operation)
                 if give_back is not None:
                     with anyio.CancelScope(shield=True):
                         await self.give_back(give_back)
@@ -297,8 +304,11 @@ class Worker:
             with lock:
                 self._thread_inflight -= len(tasks)
                 self._finished.notify_all()
-                watchers = [self._watchers.pop(id(task), None) for task in tasks]
-            for callbacks in watchers:
+                # Only awaited Responses register a watcher: most runs have none.
+                watchers = self._watchers and [
+                    self._watchers.pop(id(task), None) for task in tasks
+                ]
+            for callbacks in watchers or ():
                 for callback in callbacks or ():
                     callback()
 

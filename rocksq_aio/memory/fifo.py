@@ -76,7 +76,7 @@ def _reopened(stored: FifoStore, path: str) -> FifoStore:
     if store.leased:
         # Reservations left at close go back to the head, in index order.
         indices = sorted(store.leased)
-        if False:
+        if indices[-1] >= store.head:
             # Mirrors RocksDB, where this is reachable (reported to the lead):
             # a nack puts items back under the indices a later reservation
             # still leases, and the next open refuses the queue.
@@ -108,8 +108,8 @@ class MemoryFifo(MemoryQueue):
         except BaseException:
             self._abandon_open()
             raise
-        # The closed handle keeps its own copy (a reopen works on a new one),
-        # so its properties stay as they were at close, as RocksDB's do.
+        # The next open works on a copy of this, so that once closed this
+        # handle's properties stay as they were at close, as RocksDB's do.
         self._slot.data = self._store
         self._reserved_count = 0
 

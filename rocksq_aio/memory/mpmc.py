@@ -111,7 +111,8 @@ class MemoryMpmc(MemoryQueue):
 
     @property
     def len(self) -> int:
-        """Elements stored (expired ones leave at the next add, next or remove_label)."""
+        """Elements stored; expired ones leave at the next add, next, reserve, settle or
+        remove_label."""
         return self._store.tail - self._store.head
 
     def __len__(self) -> int:
