@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-
 from .._dispatch import Dispatcher
 from .._engine import Capabilities
 from .._errors import QueueClosedError
+from .._types import ClosesOnExit
 from . import registry
 
 CAPABILITIES = Capabilities(name="memory", durable=False)
 
 
-class MemoryQueue(Dispatcher):
+class MemoryQueue(ClosesOnExit, Dispatcher):
     """A handle on one named memory queue, the only one open on that name."""
 
     capabilities = CAPABILITIES
@@ -54,14 +53,6 @@ class MemoryQueue(Dispatcher):
 
     def __enter__(self) -> MemoryQueue:
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         # A handle dropped without close() frees its name, as a RocksDB
