@@ -191,6 +191,22 @@ async def test_cancelled_reservations_never_lose_an_item(
         assert (queue.len, queue.pending, queue.payload_size) == (0, 0, 0)
 
 
+def test_a_push_grouped_with_a_later_ack_wakes_waiters(queue_path: str) -> None:
+    """arrivals, which waiters watch, counts a push even when an ack follows it in the group."""
+    from rocksq_aio._dispatch import push_operation, settle_operation
+
+    with PersistentQueueWithCapacity(queue_path) as queue:
+        queue.push([b"a"])
+        batch = queue.reserve_batch(1)
+        engine = queue._engine
+        before = engine.arrivals
+        engine.submit(push_operation([b"b"]))
+        engine.submit(settle_operation(batch._reservation, ack=True))
+        engine.drain()
+        assert engine.arrivals > before
+        assert queue.pop(ALL) == [b"b"]
+
+
 @pytest.mark.parametrize("cache_bytes", [0, 10, 8 << 20])
 def test_random_reservations_match_a_model(queue_path: str, cache_bytes: int) -> None:
     """Reserve, acknowledge and release in random order, also inside one group commit."""

@@ -196,9 +196,6 @@ class MemoryFifo(MemoryQueue):
                 reservations.append(reservation)
             else:
                 self._settle_locked(operation.arguments[0], kind)
-                # Mirrors RocksDB (reported to the lead): its arrivals count
-                # only pushes after the group's last ack or nack.
-                pushed = False
         if pushed:
             self.arrivals += 1
         self._reserved_count += sum(len(reservation.items) for reservation in reservations)

@@ -281,6 +281,7 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         plan = WritePlan()
         cached = 0
         reservations: list[Reservation] = []
+        pushed = False
         try:
             position, count = 0, len(group)
             while position < count:
@@ -307,6 +308,7 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
                     # Later pops of this group read these from the cache.
                     self._cache_tentatively(accepted, accepted_size)
                     cached += len(accepted)
+                    pushed = pushed or bool(accepted)
                 elif operation.kind is OperationKind.POP:
                     values = self._read_head(state, min(operation.arguments[0], state.length))
                     state = _plan.plan_fifo_pop(state, values, plan)
@@ -334,7 +336,7 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         except BaseException:
             self._uncache(cached)
             raise
-        if cached:
+        if pushed:  # not ``cached``: a settle in the group resets that
             self.arrivals += 1
         self._reserved_count += sum(len(reservation.items) for reservation in reservations)
         self._state = state
