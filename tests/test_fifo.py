@@ -207,14 +207,19 @@ _OTHER_PROCESS_SCRIPT = textwrap.dedent(
 )
 
 
-def _open_in_other_process(path: str) -> str:
-    completed = subprocess.run(
-        [sys.executable, "-c", _OTHER_PROCESS_SCRIPT, path],
+def _run_python(script: str, path: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter with ``path`` as its argument."""
+    return subprocess.run(
+        [sys.executable, "-c", script, path],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def _open_in_other_process(path: str) -> str:
+    completed = _run_python(_OTHER_PROCESS_SCRIPT, path)
     assert completed.returncode == 0, completed.stderr
     return completed.stdout
 
@@ -826,13 +831,7 @@ _CYCLE_AT_EXIT = textwrap.dedent(
 
 @pytest.mark.rocksdb_only
 def test_a_queue_still_open_at_interpreter_exit_is_closed_silently(queue_path: str) -> None:
-    finished = subprocess.run(
-        [sys.executable, "-c", _CYCLE_AT_EXIT, queue_path],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    finished = _run_python(_CYCLE_AT_EXIT, queue_path)
     assert finished.returncode == 0
     assert finished.stderr == ""
     with PersistentQueueWithCapacity(queue_path) as queue:
