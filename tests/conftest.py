@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rocksdict import Options, Rdict
 
 import rocksq_aio
+
+from support.clock import FakeClock
 
 ENGINES = ("rocksdb", "memory")
 
@@ -43,19 +44,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("queue_path", ENGINES, indirect=True)
 
 
-class FakeClock:
-    """A settable clock for TTL tests: no sleeping."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -82,20 +70,3 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     """Async tests run on asyncio, uvloop and trio (a module may narrow this)."""
     backend: tuple[str, dict[str, Any]] = request.param
     return backend
-
-
-@contextlib.contextmanager
-def raw_database(path: Path) -> Iterator[dict[str, Any]]:
-    """The queue's RocksDB opened by hand: raw bytes, every column family it has."""
-    families = list(Rdict.list_cf(str(path), Options(raw_mode=True)))
-    db = Rdict(
-        str(path),
-        Options(raw_mode=True),
-        column_families={name: Options(raw_mode=True) for name in families},
-    )
-    handles = {name: db.get_column_family(name) for name in families}
-    try:
-        yield handles
-    finally:
-        handles.clear()
-        db.close()

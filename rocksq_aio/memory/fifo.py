@@ -1,7 +1,7 @@
 """The memory FIFO engine: push, pop and reservations on a queue kept in this process.
 
 It behaves as the RocksDB FIFO engine does, seen from outside, and is tested
-against it operation by operation (``tests/test_memory_engine.py``). To do
+against it operation by operation (``tests/memory/test_memory_engine.py``). To do
 that it keeps what RocksDB keeps: the head's index, the items from there on,
 and each unsettled reservation's items under the index each item had. The
 indices are visible only where the RocksDB engine lets them show (see

@@ -1,7 +1,7 @@
 """The memory MPMC engine: one stream, labels with positions, element TTL, in this process.
 
 It behaves as the RocksDB MPMC engine does, seen from outside, and is tested
-against it operation by operation (``tests/test_memory_engine.py``), so it
+against it operation by operation (``tests/memory/test_memory_engine.py``), so it
 keeps what RocksDB keeps: elements by index with their timestamps, each
 label's position, the items given back to a label that had read further
 (served to it first), and each unsettled reservation's items.

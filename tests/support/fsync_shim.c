@@ -1,5 +1,5 @@
 /*
- * LD_PRELOAD shim for tests/test_power_loss.py: records what a process made durable.
+ * LD_PRELOAD shim for tests/rocksdb/test_power_loss.py: records what a process made durable.
  *
  * Environment:
  *   POWERLOSS_DIR  absolute, symlink-free path of the watched directory (the queue)

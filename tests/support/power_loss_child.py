@@ -1,4 +1,4 @@
-"""Child process of tests/test_power_loss.py: works on a queue until it is SIGKILLed.
+"""Child process of tests/rocksdb/test_power_loss.py: works on a queue until it is SIGKILLed.
 
 Not a test module. Usage: ``python power_loss_child.py '<json config>'`` with
 ``mode`` (``push``, ``add``, ``pop`` or ``next``), ``path``, ``sync``,

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import raw_database
 
 from rocksq_aio import (
     QueueClosedError,
@@ -26,6 +25,8 @@ from rocksq_aio import (
     remove_queue,
 )
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
+
+from support.rocksdb import raw_database
 
 pytestmark = pytest.mark.contract
 

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import raw_database
 from rocksdict import Options, Rdict
 
 from rocksq_aio import (
@@ -41,6 +40,8 @@ from rocksq_aio import (
     remove_mpmc_queue,
 )
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
+
+from support.rocksdb import raw_database
 
 ALL = 2**30
 MiB = 1024 * 1024

@@ -18,12 +18,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from conftest import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rocksq_aio
 from rocksq_aio import blocking as ours
+
+from support.clock import FakeClock
 
 SKIP_REASON = "rocksq 0.3.0 could not be installed on this platform: the differential test needs it"
 rocksq = pytest.importorskip("rocksq", reason=SKIP_REASON)

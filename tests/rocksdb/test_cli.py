@@ -21,7 +21,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import FakeClock
 from rocksdict import AccessType, DBCompressionType, Options, Rdict
 
 from rocksq_aio import StartPosition
@@ -38,6 +37,8 @@ from rocksq_aio.cli import (
     main,
 )
 from rocksq_aio.cli import _output as cli_output
+
+from support.clock import FakeClock
 
 Oldest = StartPosition.Oldest
 

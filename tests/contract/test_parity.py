@@ -19,10 +19,11 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import FakeClock
 
 import rocksq_aio
 from rocksq_aio import StartPosition, blocking, nonblocking
+
+from support.clock import FakeClock
 
 pytestmark = pytest.mark.contract
 

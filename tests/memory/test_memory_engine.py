@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +49,8 @@ from rocksq_aio._options import FifoOptions, MpmcOptions
 from rocksq_aio._types import StartPosition
 from rocksq_aio.memory import CAPABILITIES, MemoryFifo, MemoryMpmc, remove
 from rocksq_aio.rocksdb import RocksDBFifo, RocksDBMpmc
+
+from support.clock import FakeClock
 
 OLDEST, NEWEST = StartPosition.Oldest, StartPosition.Newest
 

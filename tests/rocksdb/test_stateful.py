@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import FakeClock
 from hypothesis import HealthCheck, event, settings, target
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -34,6 +33,8 @@ from rocksq_aio.blocking import (
     StartPosition,
 )
 from rocksq_aio.rocksdb.base import RocksDBQueue
+
+from support.clock import FakeClock
 
 MACHINE_SETTINGS = settings(
     max_examples=40,

@@ -81,7 +81,7 @@ import pytest
 from rocksq_aio import QueueError, StartPosition
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
 
-SUPPORT = Path(__file__).with_name("support")
+SUPPORT = Path(__file__).resolve().parent.parent / "support"
 SHIM_SOURCE = SUPPORT / "fsync_shim.c"
 CHILD = SUPPORT / "power_loss_child.py"
 ALL = 2**30

@@ -1,4 +1,4 @@
-"""Child process of tests/test_crash.py: works on a queue until it is killed with SIGKILL.
+"""Child process of tests/rocksdb/test_crash.py: works on a queue until it is killed with SIGKILL.
 
 Not a test module (pytest collects only ``test_*.py``). Usage::
 

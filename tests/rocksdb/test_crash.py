@@ -1,6 +1,6 @@
 """Crash safety: a child process works on a queue and is killed with SIGKILL at random moments.
 
-The child (``tests/crash_child.py``) reports every operation before calling it
+The child (``tests/support/crash_child.py``) reports every operation before calling it
 and again once it returned, one line per event on a pipe. After the kill the
 parent reopens the queue (RocksDB's lock dies with the process) and checks
 what the README promises for ``sync=False``: every operation that returned is
@@ -51,7 +51,7 @@ BIG_ITEM = 16 * 1024
 BIG_BATCH = 20  # items per push: 320 KiB, five times the batch byte cap below
 BIG_BATCH_BYTES = 64 * 1024
 
-CHILD = Path(__file__).with_name("crash_child.py")
+CHILD = Path(__file__).resolve().parent.parent / "support" / "crash_child.py"
 
 
 def _load_child() -> ModuleType:

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
-from conftest import FakeClock
 
 from rocksq_aio import (
     QueueClosedError,
@@ -33,6 +32,8 @@ from rocksq_aio.nonblocking import (
     Response,
     ResponseVariant,
 )
+
+from support.clock import FakeClock
 
 pytestmark = pytest.mark.contract
 

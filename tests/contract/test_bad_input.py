@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeClock
 
 from rocksq_aio import QueueError, StartPosition
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
+
+from support.clock import FakeClock
 
 pytestmark = pytest.mark.contract
 

@@ -9,10 +9,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import FakeClock, raw_database
 
 from rocksq_aio import QueueClosedError, StartPosition, remove_mpmc_queue
 from rocksq_aio.blocking import MpmcQueue
+
+from support.clock import FakeClock
+from support.rocksdb import raw_database
 
 pytestmark = pytest.mark.contract
 
