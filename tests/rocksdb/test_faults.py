@@ -41,6 +41,7 @@ from rocksq_aio import (
 )
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
 
+from support.items import make_item
 from support.rocksdb import raw_database
 
 ALL = 2**30
@@ -49,11 +50,6 @@ CHILD_TIMEOUT = 60.0
 """Seconds a child process may take; only reached on a hang (which fails the test)."""
 
 Queue = PersistentQueueWithCapacity | MpmcQueue
-
-
-def make_item(number: int, size: int = 100) -> bytes:
-    head = b"%08d" % number
-    return head + bytes([number % 251]) * max(0, size - len(head))
 
 
 def open_queue(kind: str, path: Path | str, **options: Any) -> Queue:
