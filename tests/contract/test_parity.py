@@ -62,7 +62,7 @@ SCENARIO: list[tuple[Step, Any]] = [
     (("push", [b"ok", 3]), error("TypeError")),
     (("pop", 3), [b"c", b"d", b"e"]),
     (("payload_size",), 9),
-    (("disk_size_as_engine_keeps",), True),  # > 0 on disk, 0 in memory
+    (("disk_size_as_engine_keeps",), True),  # > 0 if durable, 0 in memory
     (("push", [b"j"]), None),
     # ---- MPMC: several labels, both start positions
     (("add", [b"m1", b"m2", b"m3"]), None),
@@ -132,7 +132,7 @@ STEPS: dict[str, tuple[Call, str, Callable[[Any], Any]]] = {
     "disk_size_as_engine_keeps": (
         lambda fifo, mpmc: fifo.disk_size,
         "size",
-        lambda r: r == 0 if fifo_is_in_memory.get() else r > 0,
+        lambda r: r > 0 if fifo_is_durable.get() else r == 0,
     ),
     "add": (lambda fifo, mpmc, *a: mpmc.add(*a), "nothing", lambda r: r),
     "next": (lambda fifo, mpmc, *a: mpmc.next(*a), "data", lambda r: r),
@@ -142,8 +142,8 @@ STEPS: dict[str, tuple[Call, str, Callable[[Any], Any]]] = {
 }
 
 
-# The in-memory engine keeps nothing on disk: its disk_size is 0.
-fifo_is_in_memory: contextvars.ContextVar[bool] = contextvars.ContextVar("fifo_is_in_memory")
+# An engine that is not durable (in memory) keeps nothing on disk: its disk_size is 0.
+fifo_is_durable: contextvars.ContextVar[bool] = contextvars.ContextVar("fifo_is_durable")
 
 
 def read_variant(response: Any, field: str) -> Any:
@@ -160,7 +160,6 @@ def sync_transcript(
 ) -> list[Entry]:
     """The transcript of a face whose calls return at once: blocking or nonblocking."""
     clock = FakeClock(START_TIME)
-    fifo_is_in_memory.set(paths[0].startswith("memory://"))
     extra = (10,) if face is nonblocking else ()  # nonblocking takes max_inflight_ops
 
     def open_queues() -> tuple[Any, Any]:
@@ -170,6 +169,7 @@ def sync_transcript(
         )
 
     fifo, mpmc = open_queues()
+    fifo_is_durable.set(fifo.capabilities.durable)
     transcript: list[Entry] = []
     try:
         for step, _expected in SCENARIO:
@@ -204,7 +204,6 @@ def nonblocking_transcript(paths: tuple[str, str]) -> list[Entry]:
 
 async def async_transcript(paths: tuple[str, str]) -> list[Entry]:
     clock = FakeClock(START_TIME)
-    fifo_is_in_memory.set(paths[0].startswith("memory://"))
 
     def open_queues() -> tuple[rocksq_aio.PersistentQueue, rocksq_aio.MpmcQueue]:
         return (
@@ -213,6 +212,7 @@ async def async_transcript(paths: tuple[str, str]) -> list[Entry]:
         )
 
     fifo, mpmc = open_queues()
+    fifo_is_durable.set(fifo.capabilities.durable)
     transcript: list[Entry] = []
     try:
         for step, _expected in SCENARIO:
@@ -306,3 +306,23 @@ async def test_three_faces_give_identical_transcripts(queue_path: str) -> None:
         ("pop", ("error", "ValueError")),
     ]
     assert from_blocking == EXPECTED
+
+
+def test_every_face_shows_the_capabilities_of_the_engine_its_path_names(queue_path: str) -> None:
+    expected = "memory" if queue_path.startswith("memory://") else "rocksdb"
+    opened = [
+        blocking.PersistentQueueWithCapacity(sibling_path(queue_path, "b"), CAPACITY),
+        nonblocking.PersistentQueueWithCapacity(sibling_path(queue_path, "n"), CAPACITY),
+        rocksq_aio.PersistentQueue(sibling_path(queue_path, "a"), CAPACITY),
+        blocking.MpmcQueue(sibling_path(queue_path, "bm"), TTL),
+        nonblocking.MpmcQueue(sibling_path(queue_path, "nm"), TTL),
+        rocksq_aio.MpmcQueue(sibling_path(queue_path, "am"), TTL),
+    ]
+    try:
+        names = {queue.capabilities.name for queue in opened}
+        durable = {queue.capabilities.durable for queue in opened}
+    finally:
+        for queue in opened:
+            queue.close()
+    assert names == {expected}
+    assert durable == {expected != "memory"}
