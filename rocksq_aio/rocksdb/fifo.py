@@ -54,6 +54,8 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         self._cache: deque[bytes] = deque()
         self._cache_size = 0
         self._reserved_count = 0
+        # Every lease found at open was released, so numbers start again.
+        self._reservation_numbers = itertools.count()
 
     def _encoded_counters(self) -> bytes:
         return _format.encode_fifo_state(self._state)
@@ -264,11 +266,11 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         self._trim_cache()
         plan = WritePlan()
         state = self._state
-        indices: range = reservation.token
+        number, first = reservation.token
         if kind is OperationKind.NACK:
-            state = _plan.plan_fifo_nack(state, indices, reservation.items, plan)
+            state = _plan.plan_fifo_nack(state, number, first, reservation.items, plan)
         else:
-            _plan.plan_fifo_ack(indices, plan)
+            _plan.plan_fifo_ack(number, first, len(reservation.items), plan)
         self._store.apply(plan)
         self._state = state
         reservation.settled = True
@@ -315,10 +317,11 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
                     operation.result = values
                 elif operation.kind is OperationKind.RESERVE:
                     values = self._read_head(state, min(operation.arguments[0], state.length))
-                    # The token: the indices the items had, which ack and nack name.
-                    reservation = Reservation(values, range(state.head, state.head + len(values)))
+                    # The token names the leases: (reservation number, first index).
+                    number = next(self._reservation_numbers)
+                    reservation = Reservation(values, (number, state.head))
                     if values:
-                        state = _plan.plan_fifo_reserve(state, values, plan)
+                        state = _plan.plan_fifo_reserve(state, number, values, plan)
                     operation.result = reservation
                     reservations.append(reservation)
                 else:
