@@ -10,6 +10,7 @@ from __future__ import annotations
 from ._async import MpmcQueue, PersistentQueue
 from ._engines import remove as _remove
 from ._errors import (
+    LeaseExpiredError,
     QueueClosedError,
     QueueCorruptedError,
     QueueError,
@@ -22,6 +23,7 @@ from ._types import StartPosition
 __version__ = "0.1.0"
 
 __all__ = [
+    "LeaseExpiredError",
     "MpmcQueue",
     "PersistentQueue",
     "QueueClosedError",

@@ -15,7 +15,7 @@ from collections import deque
 
 from .. import _validate
 from .._dispatch import Operation, OperationKind, Reservation, pop_operation, push_operation
-from .._errors import QueueFullError
+from .._errors import LeaseExpiredError, QueueFullError
 from .._options import FifoOptions
 from .base import MemoryQueue
 
@@ -160,9 +160,8 @@ class MemoryFifo(MemoryQueue):
     # ------------------------------------------------------------ dispatcher
 
     def _execute(self, group: list[Operation]) -> None:
-        # Nothing fails halfway but the settle of a stale reservation (given
-        # back by a reopen), and the RocksDB engine commits everything before
-        # a settle first: changing the store in place does the same.
+        # Nothing fails halfway (a refused settle is that operation's error
+        # alone), so changing the store in place commits as RocksDB does.
         store = self._store
         capacity = self.max_elements
         reservations: list[Reservation] = []
@@ -185,13 +184,16 @@ class MemoryFifo(MemoryQueue):
                 values = self._take(operation.arguments[0])
                 # The token names the leases: (reservation number, first index).
                 number = next(self._reservation_numbers)
-                reservation = Reservation(values, (number, head))
+                reservation = Reservation(values, (number, head), self.generation)
                 for index, value in enumerate(values, head):
                     store.leased[number, index] = value
                 operation.result = reservation
                 reservations.append(reservation)
             else:
-                self._settle_locked(operation.arguments[0], kind)
+                try:
+                    self._settle_locked(operation.arguments[0], kind)
+                except LeaseExpiredError as refusal:
+                    operation.error = refusal  # changed nothing; the group goes on
         if pushed:
             self.arrivals += 1
         self._reserved_count += sum(len(reservation.items) for reservation in reservations)
@@ -208,6 +210,7 @@ class MemoryFifo(MemoryQueue):
         if reservation.settled or not reservation.items:
             reservation.settled = True
             return
+        self.check_settle(reservation)
         store = self._store
         number, first = reservation.token
         if kind is OperationKind.NACK:

@@ -14,6 +14,7 @@ from typing import NamedTuple, cast
 
 from .. import _validate
 from .._dispatch import Operation, OperationKind, Reservation
+from .._errors import LeaseExpiredError
 from .._options import FifoOptions
 from . import format as _format
 from . import plan as _plan
@@ -260,6 +261,7 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         if reservation.settled or not reservation.items:
             reservation.settled = True
             return
+        self.check_settle(reservation)
         self._store.check_usable()
         # Nacked items go back below the head: no cached entry may still
         # claim those indices for items popped before.
@@ -319,7 +321,7 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
                     values = self._read_head(state, min(operation.arguments[0], state.length))
                     # The token names the leases: (reservation number, first index).
                     number = next(self._reservation_numbers)
-                    reservation = Reservation(values, (number, state.head))
+                    reservation = Reservation(values, (number, state.head), self.generation)
                     if values:
                         state = _plan.plan_fifo_reserve(state, number, values, plan)
                     operation.result = reservation
@@ -332,7 +334,10 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
                         plan = WritePlan()
                         cached = 0  # committed: no longer to be taken back
                     self._state = state
-                    self._settle_locked(operation.arguments[0], operation.kind)
+                    try:
+                        self._settle_locked(operation.arguments[0], operation.kind)
+                    except LeaseExpiredError as refusal:
+                        operation.error = refusal  # changed nothing; the group goes on
                     state = self._state
             if not plan.is_empty:
                 self._store.apply(plan)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rocksq_aio
-from rocksq_aio.blocking import PersistentQueueWithCapacity, ReservedBatch
+from rocksq_aio.blocking import LeaseExpiredError, PersistentQueueWithCapacity, ReservedBatch
 
 pytestmark = pytest.mark.contract
 
@@ -195,3 +195,106 @@ def test_leases_of_an_older_directory_with_index_keys_are_given_back(queue_path:
         assert sorted(families[RESERVED_CF].keys()) == [encode_index(2), encode_index(3)]
     with PersistentQueueWithCapacity(queue_path) as reopened:
         assert reopened.pop(ALL) == [C, D, A, B, E]
+
+
+# ---------------------------------------------------------------- reservations of an earlier open
+#
+# A face binds a batch to its queue object, which refuses everything once
+# closed; an engine handed a reservation of an earlier open refuses it too.
+
+
+def settle_on(queue: Any, batch: Any, *, ack: bool) -> None:
+    """Settle ``batch`` (made by an earlier open) through ``queue``'s engine."""
+    from rocksq_aio._dispatch import settle_operation
+
+    queue._engine.run(settle_operation(batch._reservation, ack=ack))
+
+
+def test_settling_a_reservation_from_before_a_reopen_is_refused_and_changes_nothing(
+    queue_path: str,
+) -> None:
+    queue = PersistentQueueWithCapacity(queue_path)
+    queue.push([A, B, C, D])
+    stale = queue.reserve_batch(2)
+    queue.close()
+    with pytest.raises(rocksq_aio.QueueClosedError):
+        stale.ack()
+    with PersistentQueueWithCapacity(queue_path) as reopened:
+        assert (reopened.len, reopened.pending) == (4, 0)  # the open gave a, b back
+        fresh = reopened.reserve_batch(2)  # a, b again: the numbers of this open start over
+        assert fresh.items == [A, B]
+        for ack in (False, True, False):
+            with pytest.raises(LeaseExpiredError, match="before the queue"):
+                settle_on(reopened, stale, ack=ack)
+        assert not stale.settled
+        assert (reopened.len, reopened.pending) == (2, 2)
+    # The refused ack did not forget the lease of ``fresh``.
+    with PersistentQueueWithCapacity(queue_path) as again:
+        assert again.pop(ALL) == [A, B, C, D]
+
+
+def test_a_stale_nack_on_a_queue_reopened_empty_delivers_nothing_twice(queue_path: str) -> None:
+    queue = PersistentQueueWithCapacity(queue_path)
+    queue.push([A, B])
+    stale = queue.reserve_batch(2)
+    queue.close()
+    with PersistentQueueWithCapacity(queue_path) as reopened:
+        assert reopened.pop(ALL) == [A, B]
+        with pytest.raises(LeaseExpiredError):
+            settle_on(reopened, stale, ack=False)
+        assert (reopened.len, reopened.pending, reopened.pop(ALL)) == (0, 0, [])
+
+
+def test_a_stale_nack_below_the_first_index_is_refused(queue_path: str) -> None:
+    queue = PersistentQueueWithCapacity(queue_path)
+    queue.push([A, B, C])
+    stale = queue.reserve_batch(2)  # indices 0 and 1: a nack would go below index 0
+    queue.close()
+    with PersistentQueueWithCapacity(queue_path) as reopened:
+        with pytest.raises(LeaseExpiredError):
+            settle_on(reopened, stale, ack=False)
+        assert reopened.pop(ALL) == [A, B, C]
+
+
+def test_a_refused_settle_fails_alone_in_its_group(queue_path: str) -> None:
+    from rocksq_aio._dispatch import pop_operation, push_operation, settle_operation
+
+    queue = PersistentQueueWithCapacity(queue_path)
+    queue.push([A])
+    stale = queue.reserve_batch(1)
+    queue.close()
+    with PersistentQueueWithCapacity(queue_path) as reopened:
+        engine = reopened._engine
+        operations = [
+            push_operation([B]),
+            settle_operation(stale._reservation, ack=True),
+            pop_operation(5),
+        ]
+        for operation in operations:
+            engine.submit(operation)
+        engine.drain()
+        assert operations[0].outcome() is None
+        with pytest.raises(LeaseExpiredError):
+            operations[1].outcome()
+        assert operations[2].outcome() == [A, B]
+
+
+def test_mpmc_settling_a_reservation_from_before_a_reopen_is_refused(queue_path: str) -> None:
+    from rocksq_aio.blocking import MpmcQueue
+
+    queue = MpmcQueue(queue_path, 0)
+    queue.add([A, B, C])
+    stale = queue.reserve_batch("L", max_elements=1)
+    other = queue.reserve_batch("M", max_elements=1)
+    queue.close()
+    with MpmcQueue(queue_path, 0) as reopened:
+        fresh = reopened.reserve_batch("L", max_elements=1)  # a again, reservation 0 again
+        assert fresh.items == [A]
+        for batch, ack in ((stale, True), (stale, False), (other, True)):
+            with pytest.raises(LeaseExpiredError):
+                settle_on(reopened, batch, ack=ack)
+        assert (reopened.pending("L"), reopened.pending("M")) == (1, 0)
+        assert reopened.next("M", max_elements=ALL) == ([A], False)
+    with MpmcQueue(queue_path, 0) as again:
+        assert again.next("L", max_elements=ALL) == ([A], False)  # fresh's lease was kept
+        assert again.next("L", max_elements=ALL) == ([B, C], False)

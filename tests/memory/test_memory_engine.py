@@ -767,8 +767,8 @@ class MpmcPair(Pair):
             return lambda _side: reserve_label_operation(*step[1])
         if kind == "remove_label":
             return lambda _side: remove_label_operation(step[1])
-        # Settles of this handle's reservations only: on RocksDB, a group that
-        # fails at a stale one keeps some of its effects in memory, not on disk.
+        # Settles of this handle's reservations only (stale ones are played
+        # alone, by stale_settle).
         if not self.reservations:
             return lambda _side: add_operation([])
         chosen = self.reservations[step[1] % len(self.reservations)]
@@ -932,7 +932,8 @@ FIFO_SCENARIOS = {
         ("reopen", 100),
         ("pop", 10, True),
     ],
-    # Settling a reservation the reopen gave back already: below index 0 an
+    # Settling a reservation the reopen gave back already is refused
+    # (LeaseExpiredError): before generations, below index 0 an
     # AssertionError, else its items a second time and a negative pending.
     "stale-nack-below-the-first-index": [
         ("push", [A, B, C], True),
@@ -948,7 +949,7 @@ FIFO_SCENARIOS = {
         ("stale_settle", 0, False),
         ("pop", 10, True),
     ],
-    "stale-ack-forgets-a-new-lease": [
+    "stale-ack-keeps-a-new-lease": [
         ("push", [A, B, C, D], True),
         ("reserve", 2),
         ("reopen", 100),
@@ -1079,9 +1080,9 @@ MPMC_SCENARIOS: dict[str, tuple[float, list[tuple[Any, ...]]]] = {
             ("next", ("a", NEWEST, 5), True),
         ],
     ),
-    # Looks wrong on RocksDB: KeyError (not a QueueError) for a label without
-    # reservations on this handle; the group expired nothing.
-    "a-failed-stale-settle-expires-nothing": (
+    # Refused (LeaseExpiredError, before generations a KeyError for a label
+    # without reservations on this handle); the rest of the group goes on.
+    "a-refused-stale-settle-still-expires": (
         0.004,
         [
             ("add", [A], True),
@@ -1092,9 +1093,9 @@ MPMC_SCENARIOS: dict[str, tuple[float, list[tuple[Any, ...]]]] = {
             ("next", ("b", OLDEST, 5), True),
         ],
     ),
-    # Looks wrong on RocksDB: reservation numbers restart at each open, so
-    # the stale ack forgets the new reservation's lease and the reopen loses a.
-    "a-stale-ack-forgets-a-new-lease": (
+    # Reservation numbers restart at each open: the stale ack is refused, so
+    # it cannot forget the new reservation's lease (the reopen used to lose a).
+    "a-stale-ack-keeps-a-new-lease": (
         0,
         [
             ("add", [A, B, C], True),
