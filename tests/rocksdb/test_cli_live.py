@@ -9,7 +9,8 @@ exactly when its counters and its items agree: a FIFO export is the numbers
 ``head - reserved .. tail - 1`` in order (the reserved items first), an MPMC
 export the numbers ``head .. tail - 1``. A reader that mixed two moments (the
 counters of one, the items of a later one) fails these checks or the read
-itself; that was planted once, see the report of the branch that added this.
+itself: planted once (the views caught up with the primary again before
+reading items), both snapshot tests failed with exit 5, an element missing.
 
 The service checks everything it reads itself and must keep working and end
 with its data intact; the commands that write (import, migrate-rocksq onto it,
