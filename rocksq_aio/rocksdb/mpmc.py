@@ -50,7 +50,22 @@ class MpmcSnapshot(NamedTuple):
 _new_state = tuple.__new__
 
 
-class RocksDBMpmc(RocksDBQueue[MpmcState]):
+class LabelPositions:
+    """The labels' accessors, answered from the state in memory (the engine's or a view's)."""
+
+    _state: MpmcState
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted(self._state.positions)
+
+    def position(self, label: str) -> int | None:
+        """The index ``label`` reads next, or None for an unknown label."""
+        saved = self._state.positions.get(label)
+        return None if saved is None else saved.index
+
+
+class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
     """One stream read by many labelled consumers, with element TTL, in a RocksDB directory."""
 
     def __init__(self, path: str, options: MpmcOptions) -> None:
@@ -90,15 +105,6 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
         if value is None:
             raise QueueCorruptedError(f"element {index} is missing from the queue at {self.path!r}")
         return _format.stamped_timestamp(value)
-
-    @property
-    def labels(self) -> list[str]:
-        return sorted(self._state.positions)
-
-    def position(self, label: str) -> int | None:
-        """The index ``label`` reads next, or None for an unknown label."""
-        saved = self._state.positions.get(label)
-        return None if saved is None else saved.index
 
     def add(self, items: object, no_gil: object = True) -> None:
         """Append ``items`` atomically, stamped with the current time.

@@ -38,21 +38,10 @@ from rocksq_aio.cli import (
 )
 from rocksq_aio.cli import _output as cli_output
 
+from support.cli import run, run_json
 from support.clock import FakeClock
 
 Oldest = StartPosition.Oldest
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *args: object) -> Any:
-    code, out, err = run(capsys, *args)
-    assert code == EXIT_OK, err
-    return json.loads(out)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -291,53 +280,6 @@ def test_corrupted_queue(capsys: pytest.CaptureFixture[str], fifo_path: str) -> 
         assert code == EXIT_CORRUPTED, err
         assert "counters" in err
         assert out == ""
-
-
-def test_locked_in_this_process(
-    capsys: pytest.CaptureFixture[str], fifo_path: str, mpmc_path: str, tmp_path: Path
-) -> None:
-    with PersistentQueueWithCapacity(fifo_path), MpmcQueue(mpmc_path, 0):
-        for path in (fifo_path, mpmc_path):
-            for args in (
-                ["info", path],
-                ["peek", path],
-                ["export", path, tmp_path / "x.export"],
-                ["stats", path],
-            ):
-                code, _out, err = run(capsys, *args)
-                assert code == EXIT_LOCKED, (args, err)
-                assert "already open" in err
-        # stats --read-only does not take the lock.
-        stats = run_json(capsys, "stats", fifo_path, "--json", "--read-only")
-        assert stats["read_only"] is True
-    assert not (tmp_path / "x.export").exists()
-
-
-def test_locked_by_another_process(capsys: pytest.CaptureFixture[str], fifo_path: str) -> None:
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys\n"
-            "from rocksq_aio.blocking import PersistentQueueWithCapacity\n"
-            "queue = PersistentQueueWithCapacity(sys.argv[1])\n"
-            "print('ready', flush=True)\n"
-            "sys.stdin.read()\n",
-            fifo_path,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "ready"
-        code, _out, err = run(capsys, "info", fifo_path)
-        assert code == EXIT_LOCKED
-        assert "already open" in err
-    finally:
-        holder.communicate("", timeout=30)
-    assert run(capsys, "info", fifo_path)[0] == EXIT_OK
 
 
 # ---------------------------------------------------------------- peek
