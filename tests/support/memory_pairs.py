@@ -16,23 +16,10 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
-from rocksq_aio._dispatch import (
-    Operation,
-    OperationKind,
-    Reservation,
-    Stage,
-    add_operation,
-    give_back_operation,
-    next_operation,
-    pop_operation,
-    push_operation,
-    remove_label_operation,
-    reserve_label_operation,
-    reserve_operation,
-    settle_operation,
-)
+from rocksq_aio import _dispatch as dispatch
+from rocksq_aio._dispatch import Operation, OperationKind, Reservation, Stage
 from rocksq_aio._options import FifoOptions, MpmcOptions
 from rocksq_aio._types import StartPosition
 from rocksq_aio.memory import MemoryFifo, MemoryMpmc, remove
@@ -78,8 +65,19 @@ class Pair:
     def open(self, side: int, *arguments: Any) -> Any:
         raise NotImplementedError
 
+    ENGINES: tuple[Any, Any]
+    """This kind's memory and RocksDB engine classes."""
+    OTHER_KIND: tuple[Any, Any, Any]
+    """The memory and RocksDB engine classes of the other kind, and its options class."""
+
+    def open_engine(self, side: int, engines: tuple[Any, Any], options: Any) -> Any:
+        """Open ``engines[side]`` (memory, RocksDB) on this pair's name or path."""
+        return engines[0](self.name, options) if side == 0 else engines[1](self.path, options)
+
     def open_other_kind(self, side: int) -> Any:
-        raise NotImplementedError
+        """The other kind of queue on the same name or path."""
+        memory, rocksdb, options = self.OTHER_KIND
+        return self.open_engine(side, (memory, rocksdb), options())
 
     def properties(self, engine: Any) -> Any:
         raise NotImplementedError
@@ -126,7 +124,7 @@ class Pair:
         if not pool:
             return
         pair = pool[index % len(pool)]
-        self.both(lambda engine, side: engine.run(settle_operation(pair[side], ack=ack)))
+        self.both(lambda engine, side: engine.run(dispatch.settle_operation(pair[side], ack=ack)))
         if stale and pair in self.stale:
             self.stale.remove(pair)
 
@@ -141,7 +139,7 @@ class Pair:
             if delivered is None:
                 back = engine.abandon(read)
             else:
-                back = give_back_operation(read, delivered)
+                back = dispatch.give_back_operation(read, delivered)
             second = None if back is None else outcome(lambda: engine.run(back))
             return first, second, described(read.result)
 
@@ -208,7 +206,7 @@ class Pair:
             if delivered is None:
                 back = engine.abandon(read)
             else:
-                back = give_back_operation(read, delivered)
+                back = dispatch.give_back_operation(read, delivered)
             return None if back is None else engine.run(back), described(read.result)
 
         self.both(action)
@@ -269,11 +267,82 @@ class Pair:
         else:
             self.play_own(kind, *arguments)
 
+    CALLS: ClassVar[dict[str, Callable[..., Operation]]]
+    """The steps that call one method, by name (push, pop; add, next, remove_label),
+    with the builder of the same operation: the step runs one or the other."""
+    READ = ""
+    """The name of the read ("pop" or "next"); its give-back step is give_back_<READ>."""
+    RESERVE: Callable[..., Operation]
+    """The builder of a reservation: reserve_operation or reserve_label_operation."""
+
+    @staticmethod
+    def spread(argument: Any) -> tuple[Any, ...]:
+        """A step's argument as call arguments: a tuple (label, position, count) spread,
+        a list of items copied (each call gets a list of its own)."""
+        if isinstance(argument, tuple):
+            return argument
+        return (list(argument) if isinstance(argument, list) else argument,)
+
+    def read_operation(self, argument: Any) -> Operation:
+        return self.CALLS[self.READ](*self.spread(argument))
+
+    def reserving(self, argument: Any) -> Operation:
+        return self.RESERVE(*self.spread(argument))
+
     def play_own(self, kind: str, *arguments: Any) -> None:
+        if kind in self.CALLS:
+            argument, via = arguments
+            self.call(via, kind, argument)
+        elif kind == "reserve":
+            self.reserve(lambda: self.reserving(arguments[0]))
+        elif kind == f"give_back_{self.READ}":
+            self.give_back(lambda: self.read_operation(arguments[0]), arguments[1])
+        elif kind == "give_back_reserve":
+            self.give_back(lambda: self.reserving(arguments[0]), None)
+        elif kind == "hold":
+            self.hold(lambda: self.read_operation(arguments[0]))
+        elif kind == "group":
+            subsequence, abandon = arguments
+            self.group([self.suboperation(sub) for sub in subsequence], abandon)
+        else:
+            self.play_other(kind, *arguments)
+
+    def play_other(self, kind: str, *arguments: Any) -> None:
+        raise AssertionError(kind)
+
+    def call(self, via: bool, method: str, argument: Any) -> None:
+        """Call ``method`` on both engines (``via``), or run the same operation."""
+
+        def action(engine: Any, _side: int) -> Any:
+            if via:
+                return getattr(engine, method)(*self.spread(argument))
+            return engine.run(self.CALLS[method](*self.spread(argument)))
+
+        self.both(action)
+
+    def suboperation(self, step: tuple[Any, ...]) -> Callable[[int], Operation]:
+        """The builder of a group's operation (for each side: a settle differs by side)."""
+        kind = step[0]
+        if kind in self.CALLS:
+            return lambda _side: self.CALLS[kind](*self.spread(step[1]))
+        if kind == "reserve":
+            return lambda _side: self.reserving(step[1])
+        return self.settle_suboperation(step)
+
+    def settle_suboperation(self, step: tuple[Any, ...]) -> Callable[[int], Operation]:
         raise NotImplementedError
 
 
 class FifoPair(Pair):
+    ENGINES = (MemoryFifo, RocksDBFifo)
+    OTHER_KIND = (MemoryMpmc, RocksDBMpmc, MpmcOptions)
+    CALLS: ClassVar[dict[str, Callable[..., Operation]]] = {
+        "push": dispatch.push_operation,
+        "pop": dispatch.pop_operation,
+    }
+    READ = "pop"
+    RESERVE = staticmethod(dispatch.reserve_operation)
+
     def __init__(self, name: str, directory: str, batch_bytes: int) -> None:
         super().__init__(name, directory)
         self.batch_bytes = batch_bytes
@@ -283,66 +352,27 @@ class FifoPair(Pair):
 
     def open(self, side: int, *arguments: Any) -> Any:
         options = self.options(arguments[0] if arguments else 100)
-        return MemoryFifo(self.name, options) if side == 0 else RocksDBFifo(self.path, options)
-
-    def open_other_kind(self, side: int) -> Any:
-        if side == 0:
-            return MemoryMpmc(self.name, MpmcOptions())
-        return RocksDBMpmc(self.path, MpmcOptions())
+        return self.open_engine(side, self.ENGINES, options)
 
     def closed_calls(self) -> list[Callable[[Any, int], Any]]:
         return [
             lambda engine, _side: engine.push([b"x"]),
             lambda engine, _side: engine.push([]),
             lambda engine, _side: engine.pop(2),
-            lambda engine, _side: engine.run(reserve_operation(1)),
-            lambda engine, _side: engine.submit(push_operation([b"y"])),
+            lambda engine, _side: engine.run(dispatch.reserve_operation(1)),
+            lambda engine, _side: engine.submit(dispatch.push_operation([b"y"])),
         ]
 
-    def play_own(self, kind: str, *arguments: Any) -> None:
-        if kind == "push":
-            items, via = arguments
-            self.both(
-                lambda engine, _side: (
-                    engine.push(list(items)) if via else engine.run(push_operation(list(items)))
-                )
-            )
-        elif kind == "pop":
-            count, via = arguments
-            self.both(
-                lambda engine, _side: engine.pop(count) if via else engine.run(pop_operation(count))
-            )
-        elif kind == "reserve":
-            self.reserve(lambda: reserve_operation(arguments[0]))
-        elif kind == "give_back_pop":
-            self.give_back(lambda: pop_operation(arguments[0]), arguments[1])
-        elif kind == "give_back_reserve":
-            self.give_back(lambda: reserve_operation(arguments[0]), None)
-        elif kind == "hold":
-            self.hold(lambda: pop_operation(arguments[0]))
-        elif kind == "group":
-            subsequence, abandon = arguments
-            self.group([self.suboperation(sub) for sub in subsequence], abandon)
-        else:
-            raise AssertionError(kind)
-
-    def suboperation(self, step: tuple[Any, ...]) -> Callable[[int], Operation]:
-        kind = step[0]
-        if kind == "push":
-            return lambda _side: push_operation(list(step[1]))
-        if kind == "pop":
-            return lambda _side: pop_operation(step[1])
-        if kind == "reserve":
-            return lambda _side: reserve_operation(step[1])
+    def settle_suboperation(self, step: tuple[Any, ...]) -> Callable[[int], Operation]:
         # A settle, of a reservation of this handle or (stale) of one before a
         # reopen: the RocksDB engine commits a group's operations before each
         # settle, so one that fails leaves the same state on both engines.
         _kind, index, ack, stale = step
         pool = (self.stale if stale else None) or self.reservations
         if not pool:
-            return lambda _side: pop_operation(1)
+            return lambda _side: dispatch.pop_operation(1)
         chosen = pool[index % len(pool)]
-        return lambda side: settle_operation(chosen[side], ack=ack)
+        return lambda side: dispatch.settle_operation(chosen[side], ack=ack)
 
     def properties(self, engine: Any) -> Any:
         return (
@@ -358,6 +388,15 @@ class FifoPair(Pair):
 
 
 class MpmcPair(Pair):
+    ENGINES = (MemoryMpmc, RocksDBMpmc)
+    OTHER_KIND = (MemoryFifo, RocksDBFifo, FifoOptions)
+    CALLS: ClassVar[dict[str, Callable[..., Operation]]] = {
+        "add": dispatch.add_operation,
+        "next": dispatch.next_operation,
+        "remove_label": dispatch.remove_label_operation,
+    }
+    READ = "next"
+    RESERVE = staticmethod(dispatch.reserve_label_operation)
     LABELS = ("a", "b", "é")
 
     def __init__(self, name: str, directory: str, batch_bytes: int, clock: FakeClock) -> None:
@@ -368,12 +407,7 @@ class MpmcPair(Pair):
     def open(self, side: int, *arguments: Any) -> Any:
         ttl = arguments[0] if arguments else 0
         options = MpmcOptions(ttl=ttl, clock=self.clock, batch_bytes=self.batch_bytes)
-        return MemoryMpmc(self.name, options) if side == 0 else RocksDBMpmc(self.path, options)
-
-    def open_other_kind(self, side: int) -> Any:
-        if side == 0:
-            return MemoryFifo(self.name, FifoOptions())
-        return RocksDBFifo(self.path, FifoOptions())
+        return self.open_engine(side, self.ENGINES, options)
 
     def closed_calls(self) -> list[Callable[[Any, int], Any]]:
         return [
@@ -381,64 +415,22 @@ class MpmcPair(Pair):
             lambda engine, _side: engine.next("a"),
             lambda engine, _side: engine.next(""),
             lambda engine, _side: engine.remove_label("a"),
-            lambda engine, _side: engine.run(reserve_label_operation("a", NEWEST, 2)),
+            lambda engine, _side: engine.run(dispatch.reserve_label_operation("a", NEWEST, 2)),
         ]
 
-    def play_own(self, kind: str, *arguments: Any) -> None:
-        if kind == "add":
-            items, via = arguments
-            self.both(
-                lambda engine, _side: (
-                    engine.add(list(items)) if via else engine.run(add_operation(list(items)))
-                )
-            )
-        elif kind == "next":
-            read, via = arguments
-            self.both(
-                lambda engine, _side: (
-                    engine.next(*read) if via else engine.run(next_operation(*read))
-                )
-            )
-        elif kind == "remove_label":
-            label, via = arguments
-            self.both(
-                lambda engine, _side: (
-                    engine.remove_label(label) if via else engine.run(remove_label_operation(label))
-                )
-            )
-        elif kind == "reserve":
-            self.reserve(lambda: reserve_label_operation(*arguments[0]))
-        elif kind == "advance":
-            self.clock.advance(arguments[0] / 1000)
-            self.check()
-        elif kind == "give_back_next":
-            self.give_back(lambda: next_operation(*arguments[0]), arguments[1])
-        elif kind == "give_back_reserve":
-            self.give_back(lambda: reserve_label_operation(*arguments[0]), None)
-        elif kind == "hold":
-            self.hold(lambda: next_operation(*arguments[0]))
-        elif kind == "group":
-            subsequence, abandon = arguments
-            self.group([self.suboperation(sub) for sub in subsequence], abandon)
-        else:
+    def play_other(self, kind: str, *arguments: Any) -> None:
+        if kind != "advance":
             raise AssertionError(kind)
+        self.clock.advance(arguments[0] / 1000)
+        self.check()
 
-    def suboperation(self, step: tuple[Any, ...]) -> Callable[[int], Operation]:
-        kind = step[0]
-        if kind == "add":
-            return lambda _side: add_operation(list(step[1]))
-        if kind == "next":
-            return lambda _side: next_operation(*step[1])
-        if kind == "reserve":
-            return lambda _side: reserve_label_operation(*step[1])
-        if kind == "remove_label":
-            return lambda _side: remove_label_operation(step[1])
+    def settle_suboperation(self, step: tuple[Any, ...]) -> Callable[[int], Operation]:
         # Settles of this handle's reservations only: on RocksDB, a group that
         # fails at a stale one keeps some of its effects in memory, not on disk.
         if not self.reservations:
-            return lambda _side: add_operation([])
+            return lambda _side: dispatch.add_operation([])
         chosen = self.reservations[step[1] % len(self.reservations)]
-        return lambda side: settle_operation(chosen[side], ack=step[2])
+        return lambda side: dispatch.settle_operation(chosen[side], ack=step[2])
 
     def properties(self, engine: Any) -> Any:
         return (
