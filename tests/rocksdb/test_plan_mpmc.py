@@ -66,6 +66,26 @@ def expire(store: DictStore, state: MpmcState, new_head: int) -> tuple[MpmcState
     return state, plan
 
 
+def rewind(
+    store: DictStore,
+    state: MpmcState,
+    label: str,
+    start: int,
+    count: int,
+    *,
+    expired_unseen: bool = False,
+) -> MpmcState:
+    """A rewind that must be accepted, applied and checked."""
+    plan = WritePlan()
+    state, rewound = plan_mpmc_rewind(
+        state, label, start, count, plan, expired_unseen=expired_unseen
+    )
+    assert rewound is True
+    apply(store, plan)
+    check_mpmc(store, state)
+    return state
+
+
 def read(
     store: DictStore, state: MpmcState, label: str, start_position: StartPosition, limit: int
 ) -> tuple[MpmcState, list[bytes], bool, WritePlan]:
@@ -265,11 +285,7 @@ def test_rewind_applies_only_when_the_label_has_not_moved() -> None:
     assert same == state
     assert plan.is_empty
     # Rewinding the last read is accepted.
-    plan = WritePlan()
-    state, rewound = plan_mpmc_rewind(state, "at2", 4, 1, plan)
-    assert rewound is True
-    apply(store, plan)
-    check_mpmc(store, state)
+    state = rewind(store, state, "at2", 4, 1)
     assert state.positions["at2"] == LabelPosition(4, False)
     # Unknown labels cannot be rewound.
     plan = WritePlan()
@@ -282,11 +298,7 @@ def test_rewind_over_expired_elements_restarts_at_the_head_flagged() -> None:
     state, items, _, _ = read(store, state, "at2", Oldest, 2)
     assert items == [b"2", b"3"]
     state, _plan = expire(store, state, 3)  # "at2" is at 4: not moved
-    plan = WritePlan()
-    state, rewound = plan_mpmc_rewind(state, "at2", 2, 2, plan)
-    assert rewound is True
-    apply(store, plan)
-    check_mpmc(store, state)
+    state = rewind(store, state, "at2", 2, 2)
     assert state.positions["at2"] == LabelPosition(3, True)
 
 
@@ -296,12 +308,8 @@ def test_rewind_of_a_read_that_reported_expiry_restores_the_flag() -> None:
     state, _plan = expire(store, state, 3)  # "at2" moves to 3, flagged
     state, items, expired, _ = read(store, state, "at2", Oldest, 2)
     assert (items, expired) == ([b"3", b"4"], True)
-    plan = WritePlan()
     # The caller never saw the result: its expiry report goes back with it.
-    state, rewound = plan_mpmc_rewind(state, "at2", 3, 2, plan, expired_unseen=expired)
-    assert rewound is True
-    apply(store, plan)
-    check_mpmc(store, state)
+    state = rewind(store, state, "at2", 3, 2, expired_unseen=expired)
     assert state.positions["at2"].index == 3
     _state, items, expired, _ = read(store, state, "at2", Oldest, 2)
     assert (items, expired) == ([b"3", b"4"], True)
