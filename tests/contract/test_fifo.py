@@ -27,6 +27,7 @@ from rocksq_aio import (
 )
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
 
+from support.closed import assert_closed_refuses
 from support.fifo import assert_counters, drain
 
 pytestmark = pytest.mark.contract
@@ -165,13 +166,17 @@ def test_context_manager_closes_on_exception(queue_path: str) -> None:
 
 
 @pytest.mark.rocksdb_only
-def test_reopening_an_open_path_in_the_same_process_is_locked(queue_path: str) -> None:
+@pytest.mark.parametrize("spelled", ["as-opened", "through-its-parent"])
+def test_reopening_an_open_path_in_the_same_process_is_locked(
+    queue_path: str, spelled: str
+) -> None:
+    same = queue_path
+    if spelled == "through-its-parent":
+        same = queue_path + "/../" + os.path.basename(queue_path)
     with PersistentQueueWithCapacity(queue_path) as queue:
         queue.push([b"a"])
         with pytest.raises(QueueLockedError):
-            PersistentQueueWithCapacity(queue_path)
-        with pytest.raises(QueueLockedError):
-            PersistentQueueWithCapacity(queue_path + "/../" + os.path.basename(queue_path))
+            PersistentQueueWithCapacity(same)
         # The failed open did not disturb the open queue.
         assert queue.pop() == [b"a"]
 
@@ -229,11 +234,7 @@ def test_operations_after_close_raise_queue_closed(queue_path: str) -> None:
     queue = PersistentQueueWithCapacity(queue_path)
     queue.push([b"a"])
     queue.close()
-    assert queue.closed
-    with pytest.raises(QueueClosedError):
-        queue.push([b"b"])
-    with pytest.raises(QueueClosedError):
-        queue.pop()
+    assert_closed_refuses(queue, lambda: queue.push([b"b"]), queue.pop)
     assert issubclass(QueueClosedError, QueueError)
     queue.close()  # closing twice is harmless
     with PersistentQueueWithCapacity(queue_path) as again:

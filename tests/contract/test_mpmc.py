@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from rocksq_aio import QueueClosedError, StartPosition, remove_mpmc_queue
+from rocksq_aio import StartPosition, remove_mpmc_queue
 from rocksq_aio.blocking import MpmcQueue
 
 from support.clock import FakeClock
+from support.closed import assert_closed_refuses
 from support.rocksdb import raw_database
 
 pytestmark = pytest.mark.contract
@@ -426,13 +427,12 @@ def test_operations_after_close_raise(queue_path: str, clock: FakeClock) -> None
     queue = MpmcQueue(queue_path, 0, clock=clock)
     queue.add([b"a"])
     queue.close()
-    assert queue.closed
-    with pytest.raises(QueueClosedError):
-        queue.add([b"b"])
-    with pytest.raises(QueueClosedError):
-        queue.next("r")
-    with pytest.raises(QueueClosedError):
-        queue.remove_label("r")
+    assert_closed_refuses(
+        queue,
+        lambda: queue.add([b"b"]),
+        lambda: queue.next("r"),
+        lambda: queue.remove_label("r"),
+    )
     with MpmcQueue(queue_path, 0, clock=clock) as queue:
         assert queue.next("r", max_elements=10) == ([b"a"], False)
 
