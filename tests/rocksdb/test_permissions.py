@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +17,7 @@ from rocksq_aio import QueueError, QueueIOError, QueueLockedError, remove_mpmc_q
 from rocksq_aio.blocking import PersistentQueueWithCapacity
 
 from support.faults import append, contents, open_queue, read_only, run_python
+from support.processes import child_running
 
 
 @contextlib.contextmanager
@@ -141,18 +139,10 @@ def test_queue_open_in_another_process_is_locked_both_ways(queue_path: str, kind
         assert queue_path in output[0]
         assert output[1].startswith("remove QueueLockedError"), output
     # Another process holds it: this process is refused, until that process dies.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_SCRIPT, kind, queue_path], stdout=subprocess.PIPE
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == b"OPEN\n"
+    with child_running(_HOLD_SCRIPT, kind, queue_path, ready="OPEN"):
         with pytest.raises(QueueLockedError) as raised:
             open_queue(kind, queue_path)
         assert queue_path in str(raised.value)
         with pytest.raises(QueueLockedError):
             remove_mpmc_queue(queue_path)
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=60)
     assert contents(kind, queue_path) == [b"a"]
