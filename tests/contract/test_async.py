@@ -158,46 +158,35 @@ async def test_queue_full_error_does_not_fail_the_rest_of_a_group(queue_path: st
 
 
 @pytest.mark.parametrize(
-    ("arguments", "error"),
+    ("kind", "arguments", "error"),
     [
-        ({"max_elements": 0}, ValueError),
-        ({"max_elements": -1}, ValueError),
-        ({"max_elements": "10"}, TypeError),
-        ({"max_elements": 1.5}, TypeError),
-        ({"max_inflight_ops": 0}, ValueError),
-        ({"max_inflight_ops": True}, TypeError),
-        ({"max_inflight_ops": 2.0}, TypeError),
-        ({"sync": 1}, TypeError),
+        ("fifo", {"max_elements": 0}, ValueError),
+        ("fifo", {"max_elements": -1}, ValueError),
+        ("fifo", {"max_elements": "10"}, TypeError),
+        ("fifo", {"max_elements": 1.5}, TypeError),
+        ("fifo", {"max_inflight_ops": 0}, ValueError),
+        ("fifo", {"max_inflight_ops": True}, TypeError),
+        ("fifo", {"max_inflight_ops": 2.0}, TypeError),
+        ("fifo", {"sync": 1}, TypeError),
+        ("mpmc", {"ttl": -1}, ValueError),
+        ("mpmc", {"ttl": math.nan}, ValueError),
+        ("mpmc", {"ttl": "5"}, TypeError),
+        ("mpmc", {"ttl": None}, TypeError),
+        ("mpmc", {"ttl": 0, "max_inflight_ops": 0}, ValueError),
+        ("mpmc", {"ttl": 0, "max_inflight_ops": "1"}, TypeError),
+        ("mpmc", {"ttl": 0, "clock": 5}, TypeError),
     ],
 )
-async def test_bad_fifo_constructor_arguments_create_nothing(
-    queue_path: str, arguments: dict[str, Any], error: type[Exception]
+async def test_bad_constructor_arguments_create_nothing(
+    queue_path: str, kind: str, arguments: dict[str, Any], error: type[Exception]
 ) -> None:
+    queue_class: Any = PersistentQueue if kind == "fifo" else MpmcQueue
     with pytest.raises(error):
-        PersistentQueue(queue_path, **arguments)
+        queue_class(queue_path, **arguments)
     assert not os.path.exists(queue_path)
-    async with PersistentQueue(queue_path) as queue:  # and the path is not left locked
+    fresh = PersistentQueue(queue_path) if kind == "fifo" else MpmcQueue(queue_path, 0)
+    async with fresh as queue:  # and the path is not left locked
         assert queue.is_empty
-
-
-@pytest.mark.parametrize(
-    ("arguments", "error"),
-    [
-        ({"ttl": -1}, ValueError),
-        ({"ttl": math.nan}, ValueError),
-        ({"ttl": "5"}, TypeError),
-        ({"ttl": None}, TypeError),
-        ({"ttl": 0, "max_inflight_ops": 0}, ValueError),
-        ({"ttl": 0, "max_inflight_ops": "1"}, TypeError),
-        ({"ttl": 0, "clock": 5}, TypeError),
-    ],
-)
-async def test_bad_mpmc_constructor_arguments_create_nothing(
-    queue_path: str, arguments: dict[str, Any], error: type[Exception]
-) -> None:
-    with pytest.raises(error):
-        MpmcQueue(queue_path, **arguments)
-    assert not os.path.exists(queue_path)
 
 
 async def test_bad_path_is_refused(queue_path: str) -> None:
