@@ -31,6 +31,13 @@ def read_all(queue: MpmcQueue, label: str, start: StartPosition = Oldest) -> lis
     return items
 
 
+def add_and_read(queue: MpmcQueue, *, one: str, both: str) -> None:
+    """Add a and b; label ``one`` reads a, label ``both`` reads a and b."""
+    queue.add([b"a", b"b"])
+    assert queue.next(one) == ([b"a"], False)
+    assert queue.next(both, max_elements=2) == ([b"a", b"b"], False)
+
+
 # ---------------------------------------------------------------- order and labels
 
 
@@ -214,9 +221,7 @@ def test_ttl_expiry_and_the_expired_flag(queue_path: str, clock: FakeClock) -> N
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
         # "unread" exists before anything is added: it has read nothing.
         assert queue.next("unread") == ([], False)
-        queue.add([b"a", b"b"])
-        assert queue.next("partial") == ([b"a"], False)
-        assert queue.next("exact", max_elements=2) == ([b"a", b"b"], False)
+        add_and_read(queue, one="partial", both="exact")
         clock.advance(5)
         queue.add([b"c"])
         assert queue.next("all", max_elements=10) == ([b"a", b"b", b"c"], False)
@@ -240,9 +245,7 @@ def test_ttl_expiry_and_the_expired_flag(queue_path: str, clock: FakeClock) -> N
 
 def test_ttl_expiry_during_next(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
-        queue.add([b"a", b"b"])
-        assert queue.next("reader") == ([b"a"], False)
-        assert queue.next("done", max_elements=2) == ([b"a", b"b"], False)
+        add_and_read(queue, one="reader", both="done")
         clock.advance(11)
         assert queue.next("reader", max_elements=10) == ([], True)
         assert queue.len == 0
@@ -343,9 +346,7 @@ def test_labels_and_positions_never_expire(queue_path: str, clock: FakeClock) ->
 
 def test_expired_flag_persists_across_reopen(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
-        queue.add([b"a", b"b"])
-        assert queue.next("r") == ([b"a"], False)
-        assert queue.next("all", max_elements=2) == ([b"a", b"b"], False)
+        add_and_read(queue, one="r", both="all")
         clock.advance(20)
         queue.add([b"c"])  # expires a and b; flags "r" without reporting
         assert queue.len == 1
