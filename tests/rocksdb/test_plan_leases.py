@@ -31,12 +31,12 @@ from rocksq_aio.rocksdb.plan import (
     plan_fifo_reserve,
 )
 
-from support.plan_store import DictStore
-from support.plan_store import apply as apply_plan
+from support.plan import DictStore
+from support.plan import apply as apply_plan
 
 
 def apply(store: DictStore, plan: WritePlan) -> None:
-    """``plan_store.apply``, checking that leases are neither overwritten nor missing."""
+    """``support.plan.apply``, checking that leases are neither overwritten nor missing."""
     for key, record in plan.reserved_writes:
         assert (key in store[RESERVED_CF]) == (record is None), "a lease overwritten or missing"
     apply_plan(store, plan)
