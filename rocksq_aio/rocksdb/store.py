@@ -61,13 +61,8 @@ class Store:
         self.closed = False
         directory.claim(path)
         try:
-            directory.prepare_directory(path, column_families, directory_mode)
-            options = directory.open_options(create=True)
-            families = {name: directory.open_options(create=True) for name in column_families}
-            try:
-                self._db = directory.open_read_write(path, options, families)
-            except Exception as error:
-                raise directory.translate(error, path, "opening") from error
+            directory.replay_log_in_child(path, column_families, directory_mode)
+            self._db = directory.open_queue_database(path, column_families, directory_mode)
             # Held for the queue's lifetime: dropping a column-family handle
             # flushes the memtable, and a live one keeps the DB lock.
             self._handles: dict[str, ColumnFamily] = {
@@ -111,6 +106,12 @@ class Store:
                 if error is not None and error.__traceback__ is not None:
                     traceback.clear_frames(error.__traceback__)
         try:
+            if self.failure is None:
+                # Dropping a family's Rdict flushes its memtable holding the
+                # GIL (100-350 ms after 64 MiB, every thread frozen); flush()
+                # releases it, and leaves the drop nothing to write.
+                for family in self._families.values():
+                    family.flush(True)
             # The DB lock is released only once no column-family handle is alive.
             self._families.clear()
             self._handles.clear()
