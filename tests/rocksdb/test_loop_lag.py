@@ -1,89 +1,265 @@
-"""The event loop keeps running while large pushes are written.
+"""The event loop keeps running over a queue's whole life: open, 64 MiB in and out, close.
 
-All the I/O happens in the queue's worker thread; the loop thread only
-validates arguments. A ticker task that sleeps 1 ms measures how late it
-wakes up while 64 MiB are pushed: the spec bounds that lag at 50 ms.
+Everything that touches RocksDB runs in the queue's worker thread, but a
+thread hop alone does not free the loop: rocksdict holds the GIL in some
+calls (opening, and with it the replay of a crashed process's write-ahead
+log; dropping a column family's handle, which flushes its memory table), and
+while it does no Python thread runs. A ticker task sleeps 1 ms over and over
+and records how much later than asked it wakes up, from before the
+constructor to after the close; the issue bounds that lag at p99 < 50 ms and
+max < 100 ms, on asyncio, uvloop and trio.
+
+The only timing assertion of the suite, on a noisy shared machine: the lag is
+the overshoot of 1 ms sleeps (not of wall time), the bounds are 5-10 times
+what this code shows, and a life that misses them is measured once more
+before the test fails. Run against the code before this test (open on the
+loop's thread, handles dropped holding the GIL, the log replayed in process)
+it fails: open 25-40 ms, close after 64 MiB 110-140 ms, an open replaying a
+60 MiB log 150-700 ms.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
+import textwrap
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import anyio
 import pytest
 
 from rocksq_aio import PersistentQueue
 
+pytestmark = pytest.mark.anyio
+
 MIB = 1024 * 1024
 ITEMS = 64
 ITEMS_PER_PUSH = 8
 PUSHERS = 4
 TICK = 0.001
-MAX_LAG = 0.050
+MAX_P99_LAG = 0.050
+MAX_LAG = 0.100
+CRASH_MIB = 60
+"""What the crashed child pushes: just under the 64 MiB memory table, so the
+whole of it is still in the write-ahead log, the largest log our options leave."""
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", {}), id="asyncio"),
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    backend: tuple[str, dict[str, Any]] = request.param
-    return backend
+class RunQueueClock:
+    """Time the calling thread spent runnable but waiting for a CPU (Linux; else always 0).
+
+    On a machine shared with other busy processes a thread can wait for a CPU
+    for 100 ms and more: that is the machine, not a stall this library causes.
+    A thread waiting for the GIL is asleep, not runnable, so this clock does not
+    count it and the lag measured net of it is what the queue's threads cause.
+    """
+
+    def __init__(self) -> None:
+        try:
+            self._descriptor: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._descriptor = None
+
+    def __call__(self) -> float:
+        if self._descriptor is None:
+            return 0.0
+        # Fields: time on a CPU, time waiting on a run queue (ns), time slices.
+        return int(os.pread(self._descriptor, 128, 0).split()[1]) / 1e9
+
+    def close(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
 
 
 class Ticker:
-    """Sleeps ``TICK`` over and over and records how much later than asked it woke."""
+    """Sleeps ``TICK`` over and over, recording how much later than asked it woke, by phase.
+
+    The lag of a tick is its overshoot net of the time the loop's thread
+    waited for a CPU meanwhile (``RunQueueClock``); ``raw`` keeps the overshoot.
+    """
 
     def __init__(self) -> None:
-        self.lags: list[float] = []
+        self.phase = "start"
+        self.lags: list[tuple[str, float]] = []
+        self.raw: list[float] = []
         self.stopped = False
 
     async def run(self) -> None:
-        while not self.stopped:
-            started = time.perf_counter()
-            await anyio.sleep(TICK)
-            self.lags.append(time.perf_counter() - started - TICK)
+        waited = RunQueueClock()  # opened in the loop's thread, which it measures
+        try:
+            while not self.stopped:
+                phase = self.phase  # a stall belongs to the phase it began in
+                started = time.perf_counter()
+                waited_before = waited()
+                await anyio.sleep(TICK)
+                overshoot = time.perf_counter() - started - TICK
+                self.raw.append(overshoot)
+                self.lags.append((phase, max(0.0, overshoot - (waited() - waited_before))))
+        finally:
+            waited.close()
 
-    @property
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(lag for _phase, lag in self.lags)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
     def worst(self) -> float:
-        return max(self.lags)
+        return max(lag for _phase, lag in self.lags)
+
+    def report(self) -> str:
+        worst: dict[str, float] = {}
+        for phase, lag in self.lags:
+            worst[phase] = max(worst.get(phase, 0.0), lag)
+        phases = ", ".join(f"{phase} {lag * 1000:.1f}" for phase, lag in worst.items())
+        return (
+            f"p99 {self.percentile(0.99) * 1000:.1f} ms, max {self.worst() * 1000:.1f} ms "
+            f"over {len(self.lags)} ticks; worst by phase (ms): {phases}; "
+            f"max before discounting the wait for a CPU {max(self.raw) * 1000:.1f} ms"
+        )
+
+    def within_bounds(self) -> bool:
+        return self.percentile(0.99) < MAX_P99_LAG and self.worst() < MAX_LAG
 
 
-@pytest.mark.anyio
-async def test_pushing_64_mib_keeps_the_event_loop_responsive(queue_path: str) -> None:
-    # Distinct 1 MiB items, made before the measurement starts.
-    items = [bytes([number]) * MIB for number in range(ITEMS)]
-    batches = [items[start : start + ITEMS_PER_PUSH] for start in range(0, ITEMS, ITEMS_PER_PUSH)]
-    ticker = Ticker()
-    async with PersistentQueue(queue_path) as queue:
+ITEMS_PUSHED = [bytes([number]) * MIB for number in range(ITEMS)]
+"""Distinct 1 MiB items, made once: making them on the loop would be a stall of the test's own."""
+
+
+async def life(path: str, ticker: Ticker, *, push: bool = True, pop: bool = True) -> list[bytes]:
+    """Open; push 64 MiB of 1 MiB items (4 concurrent pushers); pop everything; close.
+
+    Returns what was popped, checked once the measurement is over.
+    """
+    batches = [
+        ITEMS_PUSHED[start : start + ITEMS_PER_PUSH] for start in range(0, ITEMS, ITEMS_PER_PUSH)
+    ]
+    ticker.phase = "open"
+    popped: list[bytes] = []
+    async with PersistentQueue(path) as queue:
 
         async def pusher(first: int) -> None:
             for batch in batches[first::PUSHERS]:
                 await queue.push(batch)
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(ticker.run)
-            await anyio.sleep(0.01)  # the ticker is running before the first push
+        if push:
+            ticker.phase = "push"
             async with anyio.create_task_group() as pushers:
                 for first in range(PUSHERS):
                     pushers.start_soon(pusher, first)
-            ticker.stopped = True
-        print(
-            f"\nmax event loop lag while pushing {ITEMS} MiB: {ticker.worst * 1000:.1f} ms "
-            f"over {len(ticker.lags)} ticks"
-        )
-        assert len(ticker.lags) >= 2
-        assert ticker.worst < MAX_LAG, f"the event loop stalled for {ticker.worst * 1000:.1f} ms"
+        if pop:
+            ticker.phase = "pop"
+            while got := await queue.pop(ITEMS_PER_PUSH):
+                popped.extend(got)
+        ticker.phase = "close"
+    ticker.phase = "closed"
+    return popped
 
-        # Everything arrived, and each push stayed in one piece.
-        assert queue.len == ITEMS
-        assert queue.payload_size == ITEMS * MIB
-        popped = await queue.pop(ITEMS)
-    assert sorted(popped) == sorted(items)
+
+Life = Callable[[str, Ticker], Awaitable[list[bytes]]]
+
+WHOLE_LIFE: list[Life] = [life]
+"""Open a new queue, 64 MiB in and out, close: the issue's life."""
+
+CLOSED_FULL_THEN_REOPENED: list[Life] = [
+    functools.partial(life, pop=False),
+    functools.partial(life, push=False),
+]
+"""Close with 64 MiB queued (a full memory table to flush), then reopen and empty it."""
+
+
+def check_pushed_items(popped: list[bytes]) -> None:
+    """Every pushed item came out, and each push stayed in one piece."""
+    assert sorted(popped) == sorted(ITEMS_PUSHED)
     positions = {item[0]: index for index, item in enumerate(popped)}
-    for batch in batches:
-        where = [positions[item[0]] for item in batch]
-        assert where == list(range(where[0], where[0] + len(batch)))
+    for start in range(0, ITEMS, ITEMS_PER_PUSH):
+        where = [positions[item[0]] for item in ITEMS_PUSHED[start : start + ITEMS_PER_PUSH]]
+        assert where == list(range(where[0], where[0] + ITEMS_PER_PUSH))
+
+
+async def measure(path: str, lives: list[Life]) -> tuple[Ticker, list[bytes]]:
+    ticker = Ticker()
+    popped: list[bytes] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(ticker.run)
+        await anyio.sleep(0.01)  # the ticker is running before the constructor
+        for one_life in lives:
+            popped += await one_life(path, ticker)
+        await anyio.sleep(0.01)  # a stall that ends with the close is recorded too
+        ticker.stopped = True
+    return ticker, popped
+
+
+async def measure_responsive(setup: Callable[[], str], lives: list[Life], what: str) -> list[bytes]:
+    """The items popped over ``lives`` on the path ``setup()`` prepares, with the lag in bounds.
+
+    Lives that miss the bounds are measured once more, on a new path.
+    """
+    for attempt in (1, 2):
+        ticker, popped = await measure(setup(), lives)
+        print(f"\nevent loop lag over {what} (attempt {attempt}): {ticker.report()}")
+        assert len(ticker.lags) >= 20
+        if ticker.within_bounds():
+            return popped
+    pytest.fail(f"the event loop stalled over {what}: {ticker.report()}")
+
+
+def new_path(directory: Path) -> Callable[[], str]:
+    attempts = iter(range(2))
+    return lambda: os.path.join(str(directory), f"queue-{next(attempts)}")
+
+
+async def test_a_whole_life_keeps_the_event_loop_responsive(tmp_path: Path) -> None:
+    what = "open, 64 MiB in and out, close"
+    check_pushed_items(await measure_responsive(new_path(tmp_path), WHOLE_LIFE, what))
+
+
+async def test_closing_a_full_queue_and_reopening_it_keep_the_event_loop_responsive(
+    tmp_path: Path,
+) -> None:
+    what = "open, 64 MiB in, close; reopen, 64 MiB out, close"
+    popped = await measure_responsive(new_path(tmp_path), CLOSED_FULL_THEN_REOPENED, what)
+    check_pushed_items(popped)
+
+
+_CRASHING_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from rocksq_aio.blocking import PersistentQueueWithCapacity
+
+    queue = PersistentQueueWithCapacity(sys.argv[1])
+    for number in range(int(sys.argv[2])):
+        queue.push([bytes([number % 256]) * (1024 * 1024)])
+    os._exit(0)  # no close: the pushes are in the write-ahead log only
+    """
+)
+
+
+def log_bytes(path: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(path, name))
+        for name in os.listdir(path)
+        if name.endswith(".log")
+    )
+
+
+async def test_an_open_replaying_a_crashed_log_keeps_the_event_loop_responsive(
+    tmp_path: Path,
+) -> None:
+    fresh = new_path(tmp_path)
+
+    def crashed_queue() -> str:
+        path = fresh()
+        subprocess.run(
+            [sys.executable, "-c", _CRASHING_CHILD, path, str(CRASH_MIB)], check=True, timeout=120
+        )
+        # The point of the test: the open has a large log to replay.
+        assert log_bytes(path) >= CRASH_MIB * MIB
+        return path
+
+    what = f"an open replaying a {CRASH_MIB} MiB log, 64 MiB in and out, close"
+    popped = await measure_responsive(crashed_queue, WHOLE_LIFE, what)
+    # The child's pushes survived its death, first and in order; then ours.
+    assert popped[:CRASH_MIB] == [bytes([number]) * MIB for number in range(CRASH_MIB)]
+    check_pushed_items(popped[CRASH_MIB:])
