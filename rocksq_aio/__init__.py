@@ -8,8 +8,10 @@ path names the engine: a directory (RocksDB) or ``memory://NAME`` (in memory).
 from __future__ import annotations
 
 from ._async import MpmcQueue, PersistentQueue
+from ._engine import Capabilities
 from ._engines import remove as _remove
 from ._errors import (
+    LeaseExpiredError,
     QueueClosedError,
     QueueCorruptedError,
     QueueError,
@@ -22,6 +24,8 @@ from ._types import StartPosition
 __version__ = "0.1.0"
 
 __all__ = [
+    "Capabilities",
+    "LeaseExpiredError",
     "MpmcQueue",
     "PersistentQueue",
     "QueueClosedError",

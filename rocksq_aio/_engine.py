@@ -26,7 +26,7 @@ from ._types import BytesLike, StartPosition
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What an engine can do; the faces and the contract tests read it."""
+    """What an engine can do; every face shows it as ``queue.capabilities``."""
 
     name: str
     """The engine's name in error messages and the README's engine table."""

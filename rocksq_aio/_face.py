@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from ._engine import QueueEngine
+from ._engine import Capabilities, QueueEngine
 
 EngineT = TypeVar("EngineT", bound=QueueEngine)
 
@@ -13,6 +13,11 @@ class EngineProperties(Generic[EngineT]):
     """Answered by the engine at once, with no I/O (see ``Capabilities.exact_properties``)."""
 
     _engine: EngineT
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the queue's engine can do (durable, exact properties, limits)."""
+        return self._engine.capabilities
 
     @property
     def path(self) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from . import _dispatch, _engines, _validate
 from ._dispatch import Operation, Stage
-from ._engine import FifoEngine, MpmcEngine
+from ._engine import Capabilities, FifoEngine, MpmcEngine
 from ._errors import QueueError
 from ._options import (
     DEFAULT_BATCH_BYTES,
@@ -214,6 +214,11 @@ class _NonblockingQueue(ClosesOnExit, Generic[EngineT]):
         call = Call(function)
         self._worker.submit(call)
         return call
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the queue's engine can do (durable, exact properties, limits)."""
+        return self._engine.capabilities
 
     @property
     def inflight_ops(self) -> int:

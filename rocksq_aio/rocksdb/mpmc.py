@@ -22,7 +22,7 @@ from .._dispatch import (
     next_operation,
     remove_label_operation,
 )
-from .._errors import QueueCorruptedError
+from .._errors import LeaseExpiredError, QueueCorruptedError
 from .._options import MpmcOptions
 from .._types import StartPosition
 from . import format as _format
@@ -283,9 +283,12 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
                 if items:
                     _plan.plan_mpmc_reserve(key, items, plan)
                     self._reserved_counts[label] = self._reserved_counts.get(label, 0) + len(items)
-                operation.result = Reservation(items, key, label)
+                operation.result = Reservation(items, key, self.generation, label)
             elif operation.kind in (OperationKind.ACK, OperationKind.NACK):
-                self._plan_settle(operation.arguments[0], operation.kind, plan)
+                try:
+                    self._plan_settle(operation.arguments[0], operation.kind, plan)
+                except LeaseExpiredError as refusal:
+                    operation.error = refusal  # changed nothing; the group goes on
             else:
                 label = operation.arguments[0]
                 state, removed = _plan.plan_mpmc_remove_label(state, label, plan)
@@ -331,9 +334,11 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
     def _plan_settle(self, reservation: Reservation, kind: OperationKind, plan: WritePlan) -> None:
         if reservation.settled:
             return
-        reservation.settled = True
         if not reservation.items:
+            reservation.settled = True
             return
+        self.check_settle(reservation)
+        reservation.settled = True
         label = cast(str, reservation.label)
         _plan.plan_mpmc_settle(reservation.token, plan)
         self._reserved_counts[label] -= len(reservation.items)

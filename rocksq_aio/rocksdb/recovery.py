@@ -128,19 +128,25 @@ def _recover_fifo(
 
 
 def _release_dead_fifo_reservations(store: Store, state: FifoState) -> FifoState:
-    """Reservations found at open belong to a process that died before settling them."""
+    """Reservations found at open belong to a process that died before settling them.
+
+    Their items go back in front of the head, oldest reservation first. A
+    lease's index may be at or past the head (a nack put items back under
+    it), which says nothing wrong: the index only orders a reservation's items.
+    """
     reserved = store.family_items(_format.RESERVED_CF)
     if not reserved:
         return state
-    indices = [_format.decode_index(key) for key, _value in reserved]
-    if indices[-1] >= state.head:
+    # In key order already, unless a directory mixed old 8-byte keys with new ones.
+    leases = sorted(reserved, key=lambda lease: _format.decode_fifo_lease_key(lease[0]))
+    if len(leases) > state.head:
+        # Every leased item was taken from the head, which moved past it.
         raise QueueCorruptedError(
-            f"queue at {store.path!r} has a lease on element {indices[-1]}, "
-            f"at or past its head {state.head}"
+            f"queue at {store.path!r} has {len(leases)} leased items, but only "
+            f"{state.head} can have been taken from it"
         )
     plan = WritePlan()
-    items = [value for _key, value in reserved]
-    state = _plan.plan_fifo_nack(state, indices, items, plan)
+    state = _plan.plan_fifo_release_dead(state, leases, plan)
     store.apply(plan, sync=True)
     return state
 

@@ -12,9 +12,9 @@ below, so that all faces being wrong the same way still fails.
 
 from __future__ import annotations
 
-import os
+import contextvars
+import inspect
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,6 +24,7 @@ import rocksq_aio
 from rocksq_aio import StartPosition, blocking, nonblocking
 
 from support.clock import FakeClock
+from support.paths import sibling_path
 
 pytestmark = pytest.mark.contract
 
@@ -61,7 +62,7 @@ SCENARIO: list[tuple[Step, Any]] = [
     (("push", [b"ok", 3]), error("TypeError")),
     (("pop", 3), [b"c", b"d", b"e"]),
     (("payload_size",), 9),
-    (("disk_size_positive",), True),
+    (("disk_size_as_engine_keeps",), True),  # > 0 if durable, 0 in memory
     (("push", [b"j"]), None),
     # ---- MPMC: several labels, both start positions
     (("add", [b"m1", b"m2", b"m3"]), None),
@@ -117,192 +118,120 @@ def error_entry(exception: Exception) -> tuple[str, str]:
     return error(type(exception).__name__)
 
 
-# ---------------------------------------------------------------- blocking face
+# ---------------------------------------------------------------- the faces
+
+# How each step reads on a queue: the call, the field of a nonblocking
+# Response's variant that holds its result ("nothing": every field empty),
+# and what the transcript keeps of the result.
+Call = Callable[..., Any]
+STEPS: dict[str, tuple[Call, str, Callable[[Any], Any]]] = {
+    "push": (lambda fifo, mpmc, *a: fifo.push(*a), "nothing", lambda r: r),
+    "pop": (lambda fifo, mpmc, *a: fifo.pop(*a), "data", lambda r: r),
+    "len": (lambda fifo, mpmc: fifo.len, "len", lambda r: r),
+    "payload_size": (lambda fifo, mpmc: fifo.payload_size, "size", lambda r: r),
+    "disk_size_as_engine_keeps": (
+        lambda fifo, mpmc: fifo.disk_size,
+        "size",
+        lambda r: r > 0 if fifo_is_durable.get() else r == 0,
+    ),
+    "add": (lambda fifo, mpmc, *a: mpmc.add(*a), "nothing", lambda r: r),
+    "next": (lambda fifo, mpmc, *a: mpmc.next(*a), "data", lambda r: r),
+    "remove_label": (lambda fifo, mpmc, *a: mpmc.remove_label(*a), "removed_label", lambda r: r),
+    "labels": (lambda fifo, mpmc: mpmc.labels, "labels", lambda r: r),
+    "mpmc_len": (lambda fifo, mpmc: mpmc.len, "len", lambda r: r),
+}
 
 
-def blocking_transcript(directory: str) -> list[Entry]:
-    clock = FakeClock(START_TIME)
-    fifo_path = os.path.join(directory, "fifo")
-    mpmc_path = os.path.join(directory, "mpmc")
-
-    def open_queues() -> tuple[blocking.PersistentQueueWithCapacity, blocking.MpmcQueue]:
-        return (
-            blocking.PersistentQueueWithCapacity(fifo_path, CAPACITY),
-            blocking.MpmcQueue(mpmc_path, TTL, clock=clock),
-        )
-
-    fifo, mpmc = open_queues()
-
-    def perform(step: Step) -> Any:
-        nonlocal fifo, mpmc
-        kind, *arguments = step
-        if kind == "push":
-            return fifo.push(*arguments)
-        if kind == "pop":
-            return fifo.pop(*arguments)
-        if kind == "len":
-            return fifo.len
-        if kind == "payload_size":
-            return fifo.payload_size
-        if kind == "disk_size_positive":
-            return fifo.disk_size > 0
-        if kind == "add":
-            return mpmc.add(*arguments)
-        if kind == "next":
-            return mpmc.next(*arguments)
-        if kind == "remove_label":
-            return mpmc.remove_label(*arguments)
-        if kind == "labels":
-            return mpmc.labels
-        if kind == "mpmc_len":
-            return mpmc.len
-        if kind == "advance":
-            return clock.advance(*arguments)
-        if kind == "reopen":
-            fifo.close()
-            mpmc.close()
-            fifo, mpmc = open_queues()
-            return None
-        raise AssertionError(f"unknown step {step!r}")
-
-    try:
-        return run_steps(perform)
-    finally:
-        fifo.close()
-        mpmc.close()
+# An engine that is not durable (in memory) keeps nothing on disk: its disk_size is 0.
+fifo_is_durable: contextvars.ContextVar[bool] = contextvars.ContextVar("fifo_is_durable")
 
 
-# ---------------------------------------------------------------- nonblocking face
-
-
-def nonblocking_transcript(directory: str) -> list[Entry]:
-    clock = FakeClock(START_TIME)
-    fifo_path = os.path.join(directory, "fifo")
-    mpmc_path = os.path.join(directory, "mpmc")
-
-    def open_queues() -> tuple[nonblocking.PersistentQueueWithCapacity, nonblocking.MpmcQueue]:
-        return (
-            nonblocking.PersistentQueueWithCapacity(fifo_path, CAPACITY, 10),
-            nonblocking.MpmcQueue(mpmc_path, TTL, 10, clock=clock),
-        )
-
-    fifo, mpmc = open_queues()
-
-    def nothing(variant: Any) -> None:
+def read_variant(response: Any, field: str) -> Any:
+    variant = response.get()
+    if field == "nothing":
         # Operations without a result give an empty variant.
-        assert variant.data is None
-        assert variant.len is None
-        assert variant.size is None
+        assert (variant.data, variant.len, variant.size) == (None, None, None)
         return None
-
-    def perform(step: Step) -> Any:
-        nonlocal fifo, mpmc
-        kind, *arguments = step
-        if kind == "push":
-            return nothing(fifo.push(*arguments).get())
-        if kind == "pop":
-            return fifo.pop(*arguments).get().data
-        if kind == "len":
-            return fifo.len.get().len
-        if kind == "payload_size":
-            return fifo.payload_size.get().size
-        if kind == "disk_size_positive":
-            size = fifo.disk_size.get().size
-            assert size is not None
-            return size > 0
-        if kind == "add":
-            return nothing(mpmc.add(*arguments).get())
-        if kind == "next":
-            return mpmc.next(*arguments).get().data
-        if kind == "remove_label":
-            return mpmc.remove_label(*arguments).get().removed_label
-        if kind == "labels":
-            return mpmc.labels.get().labels
-        if kind == "mpmc_len":
-            return mpmc.len.get().len
-        if kind == "advance":
-            return clock.advance(*arguments)
-        if kind == "reopen":
-            fifo.close()
-            mpmc.close()
-            fifo, mpmc = open_queues()
-            return None
-        raise AssertionError(f"unknown step {step!r}")
-
-    try:
-        return run_steps(perform)
-    finally:
-        fifo.close()
-        mpmc.close()
+    return getattr(variant, field)
 
 
-def run_steps(perform: Callable[[Step], Any]) -> list[Entry]:
-    transcript: list[Entry] = []
-    for step, _expected in SCENARIO:
-        try:
-            result = perform(step)
-        except Exception as exception:
-            result = error_entry(exception)
-        transcript.append((step[0], result))
-    return transcript
-
-
-# ---------------------------------------------------------------- async face
-
-
-async def async_transcript(directory: str) -> list[Entry]:
+def sync_transcript(
+    face: Any, paths: tuple[str, str], resolve: Callable[[Any, str], Any]
+) -> list[Entry]:
+    """The transcript of a face whose calls return at once: blocking or nonblocking."""
     clock = FakeClock(START_TIME)
-    fifo_path = os.path.join(directory, "fifo")
-    mpmc_path = os.path.join(directory, "mpmc")
+    extra = (10,) if face is nonblocking else ()  # nonblocking takes max_inflight_ops
 
-    def open_queues() -> tuple[rocksq_aio.PersistentQueue, rocksq_aio.MpmcQueue]:
+    def open_queues() -> tuple[Any, Any]:
         return (
-            rocksq_aio.PersistentQueue(fifo_path, CAPACITY),
-            rocksq_aio.MpmcQueue(mpmc_path, TTL, clock=clock),
+            face.PersistentQueueWithCapacity(paths[0], CAPACITY, *extra),
+            face.MpmcQueue(paths[1], TTL, *extra, clock=clock),
         )
 
     fifo, mpmc = open_queues()
-
-    async def perform(step: Step) -> Any:
-        nonlocal fifo, mpmc
-        kind, *arguments = step
-        if kind == "push":
-            return await fifo.push(*arguments)
-        if kind == "pop":
-            return await fifo.pop(*arguments)
-        if kind == "len":
-            return fifo.len
-        if kind == "payload_size":
-            return fifo.payload_size
-        if kind == "disk_size_positive":
-            return fifo.disk_size > 0
-        if kind == "add":
-            return await mpmc.add(*arguments)
-        if kind == "next":
-            return await mpmc.next(*arguments)
-        if kind == "remove_label":
-            return await mpmc.remove_label(*arguments)
-        if kind == "labels":
-            return mpmc.labels
-        if kind == "mpmc_len":
-            return mpmc.len
-        if kind == "advance":
-            return clock.advance(*arguments)
-        if kind == "reopen":
-            await fifo.aclose()
-            await mpmc.aclose()
-            fifo, mpmc = open_queues()
-            return None
-        raise AssertionError(f"unknown step {step!r}")
-
+    fifo_is_durable.set(fifo.capabilities.durable)
     transcript: list[Entry] = []
     try:
         for step, _expected in SCENARIO:
+            kind, *arguments = step
             try:
-                result = await perform(step)
+                if kind == "advance":
+                    result = clock.advance(*arguments)
+                elif kind == "reopen":
+                    fifo.close()
+                    mpmc.close()
+                    fifo, mpmc = open_queues()
+                    result = None
+                else:
+                    call, field, keep = STEPS[kind]
+                    result = keep(resolve(call(fifo, mpmc, *arguments), field))
             except Exception as exception:
                 result = error_entry(exception)
-            transcript.append((step[0], result))
+            transcript.append((kind, result))
+    finally:
+        fifo.close()
+        mpmc.close()
+    return transcript
+
+
+def blocking_transcript(paths: tuple[str, str]) -> list[Entry]:
+    return sync_transcript(blocking, paths, lambda result, _field: result)
+
+
+def nonblocking_transcript(paths: tuple[str, str]) -> list[Entry]:
+    return sync_transcript(nonblocking, paths, read_variant)
+
+
+async def async_transcript(paths: tuple[str, str]) -> list[Entry]:
+    clock = FakeClock(START_TIME)
+
+    def open_queues() -> tuple[rocksq_aio.PersistentQueue, rocksq_aio.MpmcQueue]:
+        return (
+            rocksq_aio.PersistentQueue(paths[0], CAPACITY),
+            rocksq_aio.MpmcQueue(paths[1], TTL, clock=clock),
+        )
+
+    fifo, mpmc = open_queues()
+    fifo_is_durable.set(fifo.capabilities.durable)
+    transcript: list[Entry] = []
+    try:
+        for step, _expected in SCENARIO:
+            kind, *arguments = step
+            try:
+                if kind == "advance":
+                    result = clock.advance(*arguments)
+                elif kind == "reopen":
+                    await fifo.aclose()
+                    await mpmc.aclose()
+                    fifo, mpmc = open_queues()
+                    result = None
+                else:
+                    call, _field, keep = STEPS[kind]
+                    value = call(fifo, mpmc, *arguments)
+                    result = keep(await value if inspect.isawaitable(value) else value)
+            except Exception as exception:
+                result = error_entry(exception)
+            transcript.append((kind, result))
     finally:
         await fifo.aclose()
         await mpmc.aclose()
@@ -312,10 +241,8 @@ async def async_transcript(directory: str) -> list[Entry]:
 # ---------------------------------------------------------------- the tests
 
 
-def make_directory(root: Path, name: str) -> str:
-    directory = root / name
-    directory.mkdir()
-    return str(directory)
+def queue_paths(queue_path: str, face: str) -> tuple[str, str]:
+    return (sibling_path(queue_path, f"{face}-fifo"), sibling_path(queue_path, f"{face}-mpmc"))
 
 
 def assert_matches_expected(transcript: list[Entry], face: str) -> None:
@@ -334,30 +261,32 @@ def test_expected_transcript_is_well_formed() -> None:
     assert {Oldest, Newest} <= starts
 
 
-def test_blocking_face_gives_the_expected_transcript(tmp_path: Path) -> None:
-    assert_matches_expected(blocking_transcript(make_directory(tmp_path, "b")), "blocking")
+def test_blocking_face_gives_the_expected_transcript(queue_path: str) -> None:
+    paths = queue_paths(queue_path, "b")
+    assert_matches_expected(blocking_transcript(paths), "blocking")
 
 
-def test_nonblocking_face_gives_the_expected_transcript(tmp_path: Path) -> None:
-    assert_matches_expected(nonblocking_transcript(make_directory(tmp_path, "n")), "nonblocking")
-
-
-@pytest.mark.anyio
-async def test_async_face_gives_the_expected_transcript(tmp_path: Path) -> None:
-    assert_matches_expected(await async_transcript(make_directory(tmp_path, "a")), "async")
+def test_nonblocking_face_gives_the_expected_transcript(queue_path: str) -> None:
+    paths = queue_paths(queue_path, "n")
+    assert_matches_expected(nonblocking_transcript(paths), "nonblocking")
 
 
 @pytest.mark.anyio
-async def test_three_faces_give_identical_transcripts(tmp_path: Path) -> None:
+async def test_async_face_gives_the_expected_transcript(queue_path: str) -> None:
+    assert_matches_expected(await async_transcript(queue_paths(queue_path, "a")), "async")
+
+
+@pytest.mark.anyio
+async def test_three_faces_give_identical_transcripts(queue_path: str) -> None:
     # Blocking and nonblocking run in a worker thread: Response.get() is
     # refused on the event loop's thread.
     from_blocking = await anyio.to_thread.run_sync(
-        blocking_transcript, make_directory(tmp_path, "blocking")
+        blocking_transcript, queue_paths(queue_path, "blocking")
     )
     from_nonblocking = await anyio.to_thread.run_sync(
-        nonblocking_transcript, make_directory(tmp_path, "nonblocking")
+        nonblocking_transcript, queue_paths(queue_path, "nonblocking")
     )
-    from_async = await async_transcript(make_directory(tmp_path, "async"))
+    from_async = await async_transcript(queue_paths(queue_path, "async"))
     assert from_blocking == from_nonblocking
     assert from_blocking == from_async
     # Identical, and right: the first steps are exactly what was written by hand.
@@ -377,3 +306,23 @@ async def test_three_faces_give_identical_transcripts(tmp_path: Path) -> None:
         ("pop", ("error", "ValueError")),
     ]
     assert from_blocking == EXPECTED
+
+
+def test_every_face_shows_the_capabilities_of_the_engine_its_path_names(queue_path: str) -> None:
+    expected = "memory" if queue_path.startswith("memory://") else "rocksdb"
+    opened = [
+        blocking.PersistentQueueWithCapacity(sibling_path(queue_path, "b"), CAPACITY),
+        nonblocking.PersistentQueueWithCapacity(sibling_path(queue_path, "n"), CAPACITY),
+        rocksq_aio.PersistentQueue(sibling_path(queue_path, "a"), CAPACITY),
+        blocking.MpmcQueue(sibling_path(queue_path, "bm"), TTL),
+        nonblocking.MpmcQueue(sibling_path(queue_path, "nm"), TTL),
+        rocksq_aio.MpmcQueue(sibling_path(queue_path, "am"), TTL),
+    ]
+    try:
+        names = {queue.capabilities.name for queue in opened}
+        durable = {queue.capabilities.durable for queue in opened}
+    finally:
+        for queue in opened:
+            queue.close()
+    assert names == {expected}
+    assert durable == {expected != "memory"}

@@ -767,8 +767,8 @@ class MpmcPair(Pair):
             return lambda _side: reserve_label_operation(*step[1])
         if kind == "remove_label":
             return lambda _side: remove_label_operation(step[1])
-        # Settles of this handle's reservations only: on RocksDB, a group that
-        # fails at a stale one keeps some of its effects in memory, not on disk.
+        # Settles of this handle's reservations only (stale ones are played
+        # alone, by stale_settle).
         if not self.reservations:
             return lambda _side: add_operation([])
         chosen = self.reservations[step[1] % len(self.reservations)]
@@ -907,20 +907,22 @@ def test_mpmc_matches_rocksdb(steps: list[tuple[Any, ...]], ttl: float, batch_by
 A, B, C, D, E = b"a", b"b", b"c", b"d", b"e"
 
 FIFO_SCENARIOS = {
-    # Looks wrong on RocksDB: the nack puts items back under indices the
-    # later reservation still leases, and every later open of the queue
-    # fails with QueueCorruptedError.
-    "nack-under-a-later-lease-makes-the-queue-unopenable": [
+    # The nack puts a and b back under the indices the later reservation
+    # still holds leases on (keyed by reservation number too, so both are
+    # kept): the reopen puts c, d back in front of them (see
+    # test_leases.py for the exact order).
+    "nack-under-a-later-lease-reopens-with-every-item": [
         ("push", [A, B, C, D, E], True),
         ("reserve", 2),
         ("reserve", 2),
         ("settle", 0, False),
         ("reopen", 100),
         ("reopen", 100),
+        ("pop", 10, True),
     ],
-    # Looks wrong on RocksDB: the third reservation leases the indices of the
-    # second, its ack forgets both leases, and the reopen loses c and d.
-    "a-reused-lease-is-lost": [
+    # The third reservation takes the indices of the second: its ack must
+    # forget its own leases only, so the reopen still has c and d.
+    "an-ack-under-a-reused-index-keeps-the-other-lease": [
         ("push", [A, B, C, D, E], True),
         ("reserve", 2),
         ("reserve", 2),
@@ -930,7 +932,8 @@ FIFO_SCENARIOS = {
         ("reopen", 100),
         ("pop", 10, True),
     ],
-    # Settling a reservation the reopen gave back already: below index 0 an
+    # Settling a reservation the reopen gave back already is refused
+    # (LeaseExpiredError): before generations, below index 0 an
     # AssertionError, else its items a second time and a negative pending.
     "stale-nack-below-the-first-index": [
         ("push", [A, B, C], True),
@@ -946,7 +949,7 @@ FIFO_SCENARIOS = {
         ("stale_settle", 0, False),
         ("pop", 10, True),
     ],
-    "stale-ack-forgets-a-new-lease": [
+    "stale-ack-keeps-a-new-lease": [
         ("push", [A, B, C, D], True),
         ("reserve", 2),
         ("reopen", 100),
@@ -1077,9 +1080,9 @@ MPMC_SCENARIOS: dict[str, tuple[float, list[tuple[Any, ...]]]] = {
             ("next", ("a", NEWEST, 5), True),
         ],
     ),
-    # Looks wrong on RocksDB: KeyError (not a QueueError) for a label without
-    # reservations on this handle; the group expired nothing.
-    "a-failed-stale-settle-expires-nothing": (
+    # Refused (LeaseExpiredError, before generations a KeyError for a label
+    # without reservations on this handle); the rest of the group goes on.
+    "a-refused-stale-settle-still-expires": (
         0.004,
         [
             ("add", [A], True),
@@ -1090,9 +1093,9 @@ MPMC_SCENARIOS: dict[str, tuple[float, list[tuple[Any, ...]]]] = {
             ("next", ("b", OLDEST, 5), True),
         ],
     ),
-    # Looks wrong on RocksDB: reservation numbers restart at each open, so
-    # the stale ack forgets the new reservation's lease and the reopen loses a.
-    "a-stale-ack-forgets-a-new-lease": (
+    # Reservation numbers restart at each open: the stale ack is refused, so
+    # it cannot forget the new reservation's lease (the reopen used to lose a).
+    "a-stale-ack-keeps-a-new-lease": (
         0,
         [
             ("add", [A, B, C], True),

@@ -16,7 +16,6 @@ from one crash is also the starting point of the next. The normal run kills
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -26,10 +25,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -37,6 +34,8 @@ import pytest
 import rocksq_aio
 from rocksq_aio import StartPosition
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
+
+from support.items import item_number, make_item
 
 ALL = 2**20  # more than any round stores
 NORMAL_KILLS = 20
@@ -54,17 +53,6 @@ BIG_BATCH_BYTES = 64 * 1024
 CHILD = Path(__file__).resolve().parent.parent / "support" / "crash_child.py"
 
 
-def _load_child() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("crash_child", CHILD)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-child = _load_child()
-make_item: Callable[[int, int], bytes] = child.make_item
-item_number: Callable[[bytes], int] = child.item_number
 
 
 # ---------------------------------------------------------------- the child and its report

@@ -58,6 +58,8 @@ from rocksq_aio.rocksdb.plan import (
     recovered_fifo_bounds,
 )
 
+from support.plan_store import apply
+
 DictStore = dict[str, dict[bytes, bytes]]
 
 Oldest = StartPosition.Oldest
@@ -66,23 +68,6 @@ Newest = StartPosition.Newest
 
 def new_store() -> DictStore:
     return {DATA_CF: {}, META_CF: {}, POSITIONS_CF: {}}
-
-
-def apply(store: DictStore, plan: WritePlan) -> None:
-    """Mirror of ``Store.apply``: data puts, data deletes, meta puts, position writes."""
-    data = store[DATA_CF]
-    for index, value in plan.data_puts:
-        data[encode_index(index)] = value
-    for index in range(plan.data_delete_start, plan.data_delete_stop):
-        data.pop(encode_index(index), None)
-    for key, value in plan.meta_puts:
-        store[META_CF][key] = value
-    positions = store[POSITIONS_CF]
-    for key, position in plan.position_writes:
-        if position is None:
-            positions.pop(key, None)
-        else:
-            positions[key] = position
 
 
 def data_indices(store: DictStore) -> list[int]:

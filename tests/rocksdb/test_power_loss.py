@@ -81,6 +81,8 @@ import pytest
 from rocksq_aio import QueueError, StartPosition
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
 
+from support.items import make_item
+
 SUPPORT = Path(__file__).resolve().parent.parent / "support"
 SHIM_SOURCE = SUPPORT / "fsync_shim.c"
 CHILD = SUPPORT / "power_loss_child.py"
@@ -92,14 +94,6 @@ SEED = int(os.environ.get("POWERLOSS_SEED", random.randrange(2**32)))
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="needs Linux (/proc/self/fd, LD_PRELOAD)"
 )
-
-
-def make_item(number: int, size: int) -> bytes:
-    """Same as power_loss_child.make_item: 8 ASCII digits, then filler."""
-    head = b"%08d" % number
-    if size <= len(head):
-        return head
-    return head + bytes([number % 251]) * (size - len(head))
 
 
 # ---------------------------------------------------------------- the shim

@@ -37,19 +37,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-FILLER_BASE = 251
-
-
-def make_item(number: int, size: int) -> bytes:
-    """Item ``number``: 8 ASCII digits, then filler derived from the number."""
-    head = b"%08d" % number
-    if size <= len(head):
-        return head
-    return head + bytes([number % FILLER_BASE]) * (size - len(head))
-
-
-def item_number(item: bytes) -> int:
-    return int(item[:8])
+# Run as a script, this file's folder is on sys.path, not tests/ (support's parent).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from support.items import item_number, make_item
 
 
 def report(line: str) -> None:

@@ -27,15 +27,9 @@ import random
 import sys
 import time
 
-FILLER_BASE = 251
-
-
-def make_item(number: int, size: int) -> bytes:
-    """Item ``number``: 8 ASCII digits, then filler derived from the number."""
-    head = b"%08d" % number
-    if size <= len(head):
-        return head
-    return head + bytes([number % FILLER_BASE]) * (size - len(head))
+# Run as a script, this file's folder is on sys.path, not tests/ (support's parent).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from support.items import make_item
 
 
 def report(line: str) -> None:

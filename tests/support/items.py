@@ -1,0 +1,15 @@
+"""Numbered test items: a child process and its test agree on them byte for byte."""
+
+from __future__ import annotations
+
+FILLER_BASE = 251
+
+
+def make_item(number: int, size: int = 100) -> bytes:
+    """Item ``number``: 8 ASCII digits, then filler derived from the number."""
+    head = b"%08d" % number
+    return head + bytes([number % FILLER_BASE]) * max(0, size - len(head))
+
+
+def item_number(item: bytes) -> int:
+    return int(item[:8])
