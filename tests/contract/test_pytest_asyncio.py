@@ -29,6 +29,15 @@ WAIT = 10.0
 """Seconds a test waits for what must happen: a hang fails the test instead."""
 
 
+async def wake_a_waiting_consumer(queue: PersistentQueue, item: bytes) -> None:
+    """A task waiting in pop_wait gets what this one pushes."""
+    consumer = asyncio.create_task(queue.pop_wait(1, timeout=WAIT))
+    await asyncio.sleep(0.01)
+    assert not consumer.done()
+    await queue.push([item])
+    assert await asyncio.wait_for(consumer, WAIT) == [item]
+
+
 @pytest_asyncio.fixture
 async def queue(queue_path: str) -> AsyncIterator[PersistentQueue]:
     async with PersistentQueue(queue_path) as queue:
@@ -55,11 +64,7 @@ async def test_an_async_fixture_hands_over_an_open_queue(queue: PersistentQueue)
 async def test_a_producer_task_wakes_a_consumer_waiting_in_pop_wait(
     queue: PersistentQueue,
 ) -> None:
-    consumer = asyncio.create_task(queue.pop_wait(1, timeout=WAIT))
-    await asyncio.sleep(0.01)
-    assert not consumer.done()
-    await queue.push([b"x"])
-    assert await asyncio.wait_for(consumer, WAIT) == [b"x"]
+    await wake_a_waiting_consumer(queue, b"x")
 
 
 @pytest.mark.asyncio
@@ -148,10 +153,7 @@ async def test_a_module_scoped_loop_keeps_the_queues_waiters_working(
 ) -> None:
     queue, loop = shared
     assert asyncio.get_running_loop() is loop
-    consumer = asyncio.create_task(queue.pop_wait(1, timeout=WAIT))
-    await asyncio.sleep(0.01)
-    await queue.push([b"woken"])
-    assert await asyncio.wait_for(consumer, WAIT) == [b"woken"]
+    await wake_a_waiting_consumer(queue, b"woken")
 
 
 @pytest.mark.asyncio  # a loop of its own, not the module's
@@ -160,10 +162,7 @@ async def test_a_queue_opened_under_the_module_loop_works_under_a_test_loop(
 ) -> None:
     queue, loop = shared
     assert asyncio.get_running_loop() is not loop
-    consumer = asyncio.create_task(queue.pop_wait(1, timeout=WAIT))
-    await asyncio.sleep(0.01)
-    await queue.push([b"crossed"])
-    assert await asyncio.wait_for(consumer, WAIT) == [b"crossed"]
+    await wake_a_waiting_consumer(queue, b"crossed")
     # The module's teardown closes it under the module's loop again.
 
 
@@ -182,10 +181,7 @@ def test_a_queue_made_under_one_loop_is_used_under_the_next(queue_path: str) -> 
         assert not waiter.done()
 
     async def use_it_again() -> None:
-        consumer = asyncio.create_task(queue.pop_wait(1, timeout=WAIT))
-        await asyncio.sleep(0.01)
-        await queue.push([b"second"])
-        assert await asyncio.wait_for(consumer, WAIT) == [b"second"]
+        await wake_a_waiting_consumer(queue, b"second")
         await queue.push([b"kept"])
 
     asyncio.run(leave_a_waiter_behind())

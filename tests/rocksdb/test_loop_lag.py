@@ -32,9 +32,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from rocksq_aio import PersistentQueue
-
-pytestmark = pytest.mark.anyio
+from rocksq_aio import PersistentQueue, QueueCorruptedError
+from rocksq_aio.blocking import PersistentQueueWithCapacity
+from rocksq_aio.rocksdb import directory
+from rocksq_aio.rocksdb.format import FIFO_COLUMN_FAMILIES
 
 MIB = 1024 * 1024
 ITEMS = 64
@@ -210,11 +211,13 @@ def new_path(directory: Path) -> Callable[[], str]:
     return lambda: os.path.join(str(directory), f"queue-{next(attempts)}")
 
 
+@pytest.mark.anyio
 async def test_a_whole_life_keeps_the_event_loop_responsive(tmp_path: Path) -> None:
     what = "open, 64 MiB in and out, close"
     check_pushed_items(await measure_responsive(new_path(tmp_path), WHOLE_LIFE, what))
 
 
+@pytest.mark.anyio
 async def test_closing_a_full_queue_and_reopening_it_keep_the_event_loop_responsive(
     tmp_path: Path,
 ) -> None:
@@ -244,6 +247,7 @@ def log_bytes(path: str) -> int:
     )
 
 
+@pytest.mark.anyio
 async def test_an_open_replaying_a_crashed_log_keeps_the_event_loop_responsive(
     tmp_path: Path,
 ) -> None:
@@ -251,11 +255,7 @@ async def test_an_open_replaying_a_crashed_log_keeps_the_event_loop_responsive(
 
     def crashed_queue() -> str:
         path = fresh()
-        subprocess.run(
-            [sys.executable, "-c", _CRASHING_CHILD, path, str(CRASH_MIB)], check=True, timeout=120
-        )
-        # The point of the test: the open has a large log to replay.
-        assert log_bytes(path) >= CRASH_MIB * MIB
+        crash_leaving_a_log(path)  # the point of the test: the open has a large log to replay
         return path
 
     what = f"an open replaying a {CRASH_MIB} MiB log, 64 MiB in and out, close"
@@ -263,3 +263,56 @@ async def test_an_open_replaying_a_crashed_log_keeps_the_event_loop_responsive(
     # The child's pushes survived its death, first and in order; then ours.
     assert popped[:CRASH_MIB] == [bytes([number]) * MIB for number in range(CRASH_MIB)]
     check_pushed_items(popped[CRASH_MIB:])
+
+
+# ---------------------------------------------------------------- the replay in a child process
+
+
+def crash_leaving_a_log(path: str, mib: int = CRASH_MIB) -> None:
+    subprocess.run([sys.executable, "-c", _CRASHING_CHILD, path, str(mib)], check=True, timeout=120)
+    assert log_bytes(path) >= mib * MIB
+
+
+def assert_holds_the_crashed_items(path: str, mib: int = CRASH_MIB) -> None:
+    with PersistentQueueWithCapacity(path) as queue:
+        assert queue.pop(mib + 1) == [bytes([number]) * MIB for number in range(mib)]
+
+
+def test_a_child_replays_a_large_log_and_the_open_finds_everything(tmp_path: Path) -> None:
+    path = str(tmp_path / "queue")
+    crash_leaving_a_log(path)
+    assert directory.replay_log_in_child(path, FIFO_COLUMN_FAMILIES, 0o700)
+    assert log_bytes(path) <= directory.REPLAY_IN_CHILD_BYTES
+    assert_holds_the_crashed_items(path)
+
+
+def test_a_small_log_is_replayed_in_process(tmp_path: Path) -> None:
+    path = str(tmp_path / "queue")
+    with PersistentQueueWithCapacity(path) as queue:
+        queue.push([b"closed cleanly"])
+    assert log_bytes(path) == 0  # a clean close leaves no log to replay
+    assert not directory.replay_log_in_child(path, FIFO_COLUMN_FAMILIES, 0o700)
+
+
+def test_without_a_child_the_open_replays_the_log_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "queue")
+    crash_leaving_a_log(path)
+    monkeypatch.setattr(sys, "frozen", True, raising=False)  # no interpreter to start
+    assert not directory.replay_log_in_child(path, FIFO_COLUMN_FAMILIES, 0o700)
+    assert_holds_the_crashed_items(path)
+
+
+def test_a_corrupted_log_the_child_refuses_is_reported_by_the_open(tmp_path: Path) -> None:
+    path = str(tmp_path / "queue")
+    crash_leaving_a_log(path)
+    (log,) = [name for name in os.listdir(path) if name.endswith(".log")]
+    with open(os.path.join(path, log), "r+b") as file:
+        file.seek(log_bytes(path) // 2)  # inside a record, far from the torn tail
+        byte = file.read(1)
+        file.seek(-1, os.SEEK_CUR)
+        file.write(bytes([byte[0] ^ 0xFF]))
+    assert not directory.replay_log_in_child(path, FIFO_COLUMN_FAMILIES, 0o700)
+    with pytest.raises(QueueCorruptedError):
+        PersistentQueueWithCapacity(path)
