@@ -434,6 +434,26 @@ class Store:
         batch.delete_range(encode_index(tail), _END_OF_INDICES, data)
         self._clean_up(batch)
 
+    def cover_removed(self, head: int) -> None:
+        """Cover every data key below ``head`` (all removed already) with one range deletion.
+
+        Pops and expiry delete their keys one by one, and the next open's scan
+        from the first key (``data_key_bounds``) reads the value of every
+        removed key still in a table file, holding the GIL: 100-200 ms after
+        64 MiB went through. Behind a range deletion RocksDB seeks past them.
+        Written at close, one per life: many would slow every read.
+        """
+        if head <= 0:
+            return
+        self.check_usable()
+        batch = WriteBatch(raw_mode=True)
+        try:
+            batch.delete_range(encode_index(0), encode_index(head), self._data_handle)
+            self._db.write(batch, self._write_options)
+        except Exception as error:
+            del batch
+            self._fail(error)
+
     def _clean_up(self, batch: WriteBatch) -> None:
         """Write an at-open repair durably, before anything relies on it."""
         try:
