@@ -10,8 +10,9 @@ constructor to after the close; the issue bounds that lag at p99 < 50 ms and
 max < 100 ms, on asyncio, uvloop and trio.
 
 The only timing assertion of the suite, on a noisy shared machine: the lag is
-the overshoot of 1 ms sleeps (not of wall time), the bounds are 5-10 times
-what this code shows, and a life that misses them is measured once more
+the overshoot of 1 ms sleeps net of the loop thread's wait for a CPU
+(``RunQueueClock``), the bounds are 3-5 times what this code shows on a quiet
+machine, and a life that misses them is measured again (three attempts)
 before the test fails. Run against the code before this test (open on the
 loop's thread, handles dropped holding the GIL, the log replayed in process,
 removed keys scanned at open) it fails: an open replaying a 60 MiB log
@@ -45,6 +46,8 @@ PUSHERS = 4
 TICK = 0.001
 MAX_P99_LAG = 0.050
 MAX_LAG = 0.100
+ATTEMPTS = 3
+"""Measurements of a scenario before it fails; the old code fails every one."""
 CRASH_MIB = 60
 """What the crashed child pushes: just under the 64 MiB memory table, so the
 whole of it is still in the write-ahead log, the largest log our options leave."""
@@ -203,9 +206,11 @@ async def measure(path: str, lives: list[Life]) -> tuple[Ticker, list[bytes]]:
 async def measure_responsive(setup: Callable[[], str], lives: list[Life], what: str) -> list[bytes]:
     """The items popped over ``lives`` on the path ``setup()`` prepares, with the lag in bounds.
 
-    Lives that miss the bounds are measured once more, on a new path.
+    Lives that miss the bounds are measured again, on a new path, up to
+    ``ATTEMPTS`` times: a disk busy with other processes' writes stretches
+    the fsyncs RocksDB makes holding the GIL, now and then past the bounds.
     """
-    for attempt in (1, 2):
+    for attempt in range(1, ATTEMPTS + 1):
         ticker, popped = await measure(setup(), lives)
         print(f"\nevent loop lag over {what} (attempt {attempt}): {ticker.report()}")
         assert len(ticker.lags) >= 20
@@ -215,32 +220,29 @@ async def measure_responsive(setup: Callable[[], str], lives: list[Life], what: 
 
 
 def new_path(directory: Path) -> Callable[[], str]:
-    attempts = iter(range(2))
+    attempts = iter(range(ATTEMPTS))
     return lambda: os.path.join(str(directory), f"queue-{next(attempts)}")
 
 
 @pytest.mark.anyio
-async def test_a_whole_life_keeps_the_event_loop_responsive(tmp_path: Path) -> None:
-    what = "open, 64 MiB in and out, close"
-    check_pushed_items(await measure_responsive(new_path(tmp_path), WHOLE_LIFE, what))
-
-
-@pytest.mark.anyio
-async def test_closing_a_full_queue_and_reopening_it_keep_the_event_loop_responsive(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("lives", "what"),
+    [
+        pytest.param(WHOLE_LIFE, "open, 64 MiB in and out, close", id="whole-life"),
+        pytest.param(
+            CLOSED_FULL_THEN_REOPENED,
+            "open, 64 MiB in, close; reopen, 64 MiB out, close",
+            id="closed-full-then-reopened",
+        ),
+        pytest.param(RESTARTED, "four lives on one path, each 64 MiB in and out", id="restarted"),
+    ],
+)
+async def test_a_queues_life_keeps_the_event_loop_responsive(
+    tmp_path: Path, lives: list[Life], what: str
 ) -> None:
-    what = "open, 64 MiB in, close; reopen, 64 MiB out, close"
-    popped = await measure_responsive(new_path(tmp_path), CLOSED_FULL_THEN_REOPENED, what)
-    check_pushed_items(popped)
-
-
-@pytest.mark.anyio
-async def test_restarting_on_the_same_path_keeps_the_event_loop_responsive(
-    tmp_path: Path,
-) -> None:
-    what = "four lives on one path, each 64 MiB in and out"
-    popped = await measure_responsive(new_path(tmp_path), RESTARTED, what)
-    for first in range(0, len(RESTARTED) * ITEMS, ITEMS):
+    popped = await measure_responsive(new_path(tmp_path), lives, what)
+    assert popped and len(popped) % ITEMS == 0  # each life's pushes, all popped
+    for first in range(0, len(popped), ITEMS):
         check_pushed_items(popped[first : first + ITEMS])
 
 
