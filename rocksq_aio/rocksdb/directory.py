@@ -11,6 +11,8 @@ import contextlib
 import fcntl
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -212,6 +214,86 @@ def _opened(open_once: Callable[[], Rdict]) -> Rdict:
                 raise
         time.sleep(0.01 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def open_queue_database(path: str, column_families: tuple[str, ...], mode: int) -> Rdict:
+    """Prepare ``path`` and open it read-write with our options (the store's open)."""
+    prepare_directory(path, column_families, mode)
+    families = {name: open_options(create=True) for name in column_families}
+    try:
+        return open_read_write(path, open_options(create=True), families)
+    except Exception as error:
+        raise translate(error, path, "opening") from error
+
+
+REPLAY_IN_CHILD_BYTES = 1024 * 1024
+"""Write-ahead log above which its replay runs in a child process first.
+
+Opening a database replays its log into memory tables and flushes them, and
+rocksdict holds the GIL throughout: ~5 ms per MiB of large items, ~20 ms per
+MiB of small ones, during which no other thread of the process runs (an event
+loop neither). A clean close leaves an empty log; only a process that died
+leaves one to replay."""
+
+REPLAY_CHILD_TIMEOUT_SECONDS = 300.0
+
+# The child imports the same rocksq_aio (its parent directory goes first on
+# PYTHONPATH) and opens exactly as the store does, then closes: RocksDB has
+# turned the log into table files, and the open that follows here has
+# nothing to replay.
+_REPLAY_CHILD = (
+    "import sys\n"
+    "from rocksq_aio.rocksdb.directory import open_queue_database\n"
+    "open_queue_database(sys.argv[1], tuple(sys.argv[3:]), int(sys.argv[2], 8)).close()\n"
+)
+
+
+def log_bytes(path: str) -> int:
+    """Bytes of write-ahead log in the directory ``path`` (0 if there is none)."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return 0
+    total = 0
+    for name in names:
+        if name.endswith(".log"):
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(path, name)).st_size
+    return total
+
+
+def replay_log_in_child(path: str, column_families: tuple[str, ...], mode: int) -> bool:
+    """Have a child process replay a large write-ahead log; True if it did.
+
+    Best effort: when no child can run (a frozen application has no
+    interpreter to start) or it fails (the database is locked, corrupted,
+    not a queue), the open here replays the log itself and reports the error.
+    """
+    if log_bytes(path) <= REPLAY_IN_CHILD_BYTES:
+        return False
+    if getattr(sys, "frozen", False) or not sys.executable:
+        return False
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    python_path = os.environ.get("PYTHONPATH")
+    environment = dict(
+        os.environ,
+        PYTHONPATH=package_parent + (os.pathsep + python_path if python_path else ""),
+    )
+    try:
+        finished = subprocess.run(
+            [sys.executable, "-c", _REPLAY_CHILD, path, oct(mode), *column_families],
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            # Bounded: a child that hangs must not hang the open; the open
+            # here then replays whatever is left itself.
+            timeout=REPLAY_CHILD_TIMEOUT_SECONDS,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return finished.returncode == 0
 
 
 def open_read_only(path: str, families: Iterable[str]) -> Rdict:

@@ -37,9 +37,10 @@ async def test_async_with_opens_closes_and_path_reopens_at_once(queue_path: str)
         assert not queue.closed
         assert queue.max_elements == 10
         await queue.push([b"kept"])
-        # The directory is locked while the queue is open.
+        # The directory is locked while the queue is open; a second queue
+        # says so when it opens (the constructor opens nothing).
         with pytest.raises(QueueLockedError):
-            PersistentQueue(queue_path)
+            await PersistentQueue(queue_path).open()
     assert queue.closed
     with pytest.raises(QueueClosedError):
         await queue.push([b"late"])
