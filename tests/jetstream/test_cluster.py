@@ -34,7 +34,6 @@ import rocksq_aio
 from support.nats_server import NatsCluster
 
 nats = pytest.importorskip("nats", reason="nats-py is not installed (the jetstream extra)")
-pytest.importorskip("rocksq_aio.jetstream", reason="the JetStream engine is not built yet")
 
 PRODUCERS = 8
 CONSUMERS = 2

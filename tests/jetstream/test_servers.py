@@ -227,3 +227,23 @@ def test_the_cluster_heals(nats_cluster: NatsCluster) -> None:
             await connection.close()
 
     assert asyncio.run(main()) == 1
+
+
+REPOSITORY = TESTS_DIRECTORY.parent
+
+
+def test_the_cluster_demo_runs_the_quickstart_on_three_nodes() -> None:
+    """What ``make demo-cluster`` runs: this module as a program around the quickstart."""
+    done = subprocess.run(
+        [sys.executable, str(TESTS_DIRECTORY / "support" / "nats_server.py"), "cluster", "--",
+         sys.executable, str(REPOSITORY / "examples" / "quickstart.py"),
+         "nats://{hosts}/?replicas=3"],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for line in ("pushed 3 jobs", "popped [b'resize frame 1', b'resize frame 2']",
+                 "consumer got [b'resize frame 4']",
+                 "archiver reads ([b'camera-1 online', b'camera-2 online'], False)",
+                 "labels after reopening ['alerts', 'archiver']"):
+        assert line in done.stdout
+    assert "cluster stopped" in done.stderr

