@@ -16,6 +16,7 @@ from ._errors import (
     QueueFullError,
     QueueIOError,
     QueueLockedError,
+    QueueUnavailableError,
 )
 from ._types import StartPosition
 
@@ -30,6 +31,7 @@ __all__ = [
     "QueueFullError",
     "QueueIOError",
     "QueueLockedError",
+    "QueueUnavailableError",
     "StartPosition",
     "__version__",
     "remove_mpmc_queue",

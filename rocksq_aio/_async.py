@@ -44,15 +44,16 @@ def _deadline(timeout: float | None) -> float | None:
     return anyio.current_time() + max(0.0, timeout)
 
 
-async def _wait_until(arrival: anyio.Event, deadline: float | None) -> bool:
-    """Wait for ``arrival``; False if the deadline passed first."""
-    if deadline is None:
-        await arrival.wait()
-        return True
-    with anyio.move_on_at(deadline):
-        await arrival.wait()
-        return True
-    return False
+def _has_items(items: list[bytes]) -> bool:
+    return bool(items)
+
+
+def _reserved_some(reservation: Reservation) -> bool:
+    return bool(reservation.items)
+
+
+def _read_or_expired(result: tuple[list[bytes], bool]) -> bool:
+    return bool(result[0]) or result[1]
 
 
 class _Held:
@@ -219,12 +220,11 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
         """
         _validate.positive_int(max_elements, "max_elements")  # before waiting
         deadline = _deadline(timeout)
-        worker = self._worker
-        while True:
-            arrival = worker.arrival_event()
-            items = await self.pop(max_elements)
-            if items or not await _wait_until(arrival, deadline):
-                return items
+        _read, items = await self._worker.read_waiting(
+            lambda: _dispatch.pop_operation(max_elements), deadline, _has_items
+        )
+        result: list[bytes] = items
+        return result
 
     @property
     def pending(self) -> int:
@@ -242,14 +242,10 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
         """
         _validate.positive_int(max_elements, "max_elements")  # before waiting
         deadline = _deadline(timeout)
-        worker = self._worker
-        while True:
-            arrival = worker.arrival_event()
-            reservation: Reservation = await worker.perform(
-                _dispatch.reserve_operation(max_elements)
-            )
-            if reservation.items or not await _wait_until(arrival, deadline):
-                return ReservedBatch(self, reservation)
+        _read, reservation = await self._worker.read_waiting(
+            lambda: _dispatch.reserve_operation(max_elements), deadline, _reserved_some
+        )
+        return ReservedBatch(self, reservation)
 
     @asynccontextmanager
     async def reserve(
@@ -280,11 +276,9 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
         try:
             while True:
                 if not held.items:
-                    arrival = worker.arrival_event()
-                    read = _dispatch.pop_operation(batch_size)
-                    items: list[bytes] = await worker.perform(read)
-                    if not items:
-                        await arrival.wait()
+                    read, items = await worker.read_waiting(
+                        lambda: _dispatch.pop_operation(batch_size), None, _has_items
+                    )
                     held.hold(read, items)
                     continue
                 yield held.take()
@@ -361,12 +355,13 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
         """
         _dispatch.next_operation(label, start_position, max_elements)  # validates first
         deadline = _deadline(timeout)
-        worker = self._worker
-        while True:
-            arrival = worker.arrival_event()
-            items, expired = await self.next(label, start_position, max_elements)
-            if items or expired or not await _wait_until(arrival, deadline):
-                return items, expired
+        _read, result = await self._worker.read_waiting(
+            lambda: _dispatch.next_operation(label, start_position, max_elements),
+            deadline,
+            _read_or_expired,
+        )
+        read: tuple[list[bytes], bool] = result
+        return read
 
     def pending(self, label: str) -> int:
         """Items ``label`` reserved and has not acked or nacked yet."""
@@ -388,14 +383,12 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
         """
         _dispatch.next_operation(label, start_position, max_elements)  # validates first
         deadline = _deadline(timeout)
-        worker = self._worker
-        while True:
-            arrival = worker.arrival_event()
-            reservation: Reservation = await worker.perform(
-                _dispatch.reserve_label_operation(label, start_position, max_elements)
-            )
-            if reservation.items or not await _wait_until(arrival, deadline):
-                return ReservedBatch(self, reservation)
+        _read, reservation = await self._worker.read_waiting(
+            lambda: _dispatch.reserve_label_operation(label, start_position, max_elements),
+            deadline,
+            _reserved_some,
+        )
+        return ReservedBatch(self, reservation)
 
     @asynccontextmanager
     async def reserve(
@@ -428,11 +421,11 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
         try:
             while True:
                 if not held.items:
-                    arrival = worker.arrival_event()
-                    read = _dispatch.next_operation(label, start_position, batch_size)
-                    items, _expired = await worker.perform(read)
-                    if not items:
-                        await arrival.wait()
+                    read, (items, _expired) = await worker.read_waiting(
+                        lambda: _dispatch.next_operation(label, start_position, batch_size),
+                        None,
+                        _read_or_expired,
+                    )
                     held.hold(read, items)
                     continue
                 yield held.take()

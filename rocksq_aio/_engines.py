@@ -3,9 +3,9 @@
 * a plain path (``str`` or ``os.PathLike``) is a directory: the RocksDB engine;
 * ``memory://NAME`` is the in-memory engine: queues shared by name inside one
   process, gone when it exits (for unit tests and examples);
-* ``nats://...`` and ``tls://...`` are reserved for the NATS JetStream engine,
-  not part of this release: they raise ``ValueError`` instead of creating a
-  local directory named ``nats:``.
+* ``nats://HOSTS/NAME`` and ``tls://HOSTS/NAME`` are the NATS JetStream
+  engine (``rocksq_aio.jetstream``, the ``jetstream`` extra): the queue is a
+  stream on those servers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ._engine import FifoEngine, MpmcEngine
 from ._options import FifoOptions, MpmcOptions
 
 MEMORY_SCHEME = "memory://"
-_RESERVED_SCHEMES = ("nats://", "tls://")
+_JETSTREAM_SCHEMES = ("nats://", "tls://")
 
 
 def _memory_name(path: object) -> str | None:
@@ -31,18 +31,32 @@ def _memory_name(path: object) -> str | None:
         if not name:
             raise ValueError("a memory:// path needs a queue name, e.g. memory://jobs")
         return name
-    if path.startswith(_RESERVED_SCHEMES):
-        raise ValueError(
-            f"{path.split('://', 1)[0]}:// paths name the NATS JetStream engine, "
-            "which this release of rocksq_aio does not include"
-        )
     scheme, separator, _rest = path.partition("://")
     if separator and scheme.isidentifier():
         raise ValueError(f"unknown queue path scheme {scheme + '://'!r} in {path!r}")
     return None
 
 
+def _jetstream_path(path: object) -> str | None:
+    """``path`` if it names the JetStream engine, else None."""
+    if not (isinstance(path, str) and path.startswith(_JETSTREAM_SCHEMES)):
+        return None
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            f"{path.split('://', 1)[0]}:// paths need the JetStream engine's client: "
+            "pip install 'rocksq_aio[jetstream]'"
+        ) from None
+    return path
+
+
 def open_fifo(path: object, options: FifoOptions) -> FifoEngine:
+    url = _jetstream_path(path)
+    if url is not None:
+        from .jetstream import JetStreamFifo
+
+        return JetStreamFifo(url, options)
     name = _memory_name(path)
     if name is not None:
         from .memory import MemoryFifo
@@ -54,6 +68,9 @@ def open_fifo(path: object, options: FifoOptions) -> FifoEngine:
 
 
 def open_mpmc(path: object, options: MpmcOptions) -> MpmcEngine:
+    url = _jetstream_path(path)
+    if url is not None:
+        raise NotImplementedError(f"{url}: MPMC queues on JetStream come in the next commit")
     name = _memory_name(path)
     if name is not None:
         from .memory import MemoryMpmc
@@ -66,6 +83,12 @@ def open_mpmc(path: object, options: MpmcOptions) -> MpmcEngine:
 
 def remove(path: object) -> None:
     """Delete a closed queue and everything it stores."""
+    url = _jetstream_path(path)
+    if url is not None:
+        from .jetstream import remove as remove_stream
+
+        remove_stream(url)
+        return
     name = _memory_name(path)
     if name is not None:
         from .memory import remove as remove_memory_queue

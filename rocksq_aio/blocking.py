@@ -26,6 +26,7 @@ from ._errors import (
     QueueFullError,
     QueueIOError,
     QueueLockedError,
+    QueueUnavailableError,
 )
 from ._face import EngineProperties, EngineT
 from ._options import (
@@ -48,6 +49,7 @@ __all__ = [
     "QueueFullError",
     "QueueIOError",
     "QueueLockedError",
+    "QueueUnavailableError",
     "ReservedBatch",
     "StartPosition",
 ]

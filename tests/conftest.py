@@ -15,18 +15,26 @@ import rocksq_aio
 from support.clock import FakeClock
 from support.nats_server import NatsCluster, nats_server_binary, start_cluster, start_server
 
-ENGINES = ("rocksdb", "memory")
+ENGINES = ("rocksdb", "memory", "jetstream")
 
 
 @pytest.fixture
 def queue_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The path of a new queue: a directory (not created yet), or ``memory://``.
+    """The path of a new queue: a directory (not created yet), ``memory://``, or ``nats://``.
 
     Tests of modules marked ``contract`` run on every engine (see
     pytest_generate_tests); a test marked ``rocksdb_only`` checks what only
-    the RocksDB engine has (files, crashes, the on-disk format).
+    the RocksDB engine has (files, crashes, the on-disk format), one marked
+    ``not_on(ENGINE, reason=...)`` a behaviour that differs on ENGINE by design.
+    A JetStream queue is a stream of its own on the session's server.
     """
     engine = getattr(request, "param", "rocksdb")
+    if engine == "jetstream":
+        name = f"{request.getfixturevalue('nats_server')}/t{uuid.uuid4().hex[:16]}"
+        yield name
+        with contextlib.suppress(Exception):
+            rocksq_aio.remove_queue(name)  # keeps the session's server small
+        return
     if engine == "memory":
         name = f"memory://{uuid.uuid4().hex}"
         yield name
@@ -43,7 +51,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and definition.get_closest_marker("contract") is not None
         and definition.get_closest_marker("rocksdb_only") is None
     ):
-        metafunc.parametrize("queue_path", ENGINES, indirect=True)
+        differs = {
+            marker.args[0]: marker.kwargs["reason"] for marker in definition.iter_markers("not_on")
+        }
+        params = [
+            pytest.param(
+                engine,
+                marks=pytest.mark.skip(reason=f"differs on {engine} by design: {differs[engine]}"),
+            )
+            if engine in differs
+            else engine
+            for engine in ENGINES
+        ]
+        metafunc.parametrize("queue_path", params, indirect=True)
 
 
 @pytest.fixture

@@ -1,0 +1,214 @@
+"""The JetStream FIFO engine: a WorkQueue stream read through one shared durable consumer.
+
+``max_elements`` is the stream's ``max_msgs`` with ``discard=new``, so a push
+that does not fit is refused whole by the server (``QueueFullError``). Every
+handle on the queue, in any process, reads through the consumer ``fifo``
+with explicit acks: a pop is a no-wait pull and one ack per item, so a
+process that dies between the two leaves its items to be delivered again
+after ``ack_wait`` (removal is per item, at least once).
+
+``len``, ``is_empty`` and ``payload_size`` are what this handle last knew:
+the server's counts at open, moved by every push, pop, reserve and nack
+made through it, and set to 0 when a read finds the queue empty. Pushes and
+pops by other clients show only at those points. Items already stored at
+open are counted by the server's byte count less the per-message overhead
+it adds for the subject, so their ``payload_size`` also includes their
+headers (approximate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .. import _validate
+from .._dispatch import Operation, OperationKind, Reservation, pop_operation, push_operation
+from .._options import FifoOptions
+from . import protocol, url
+from .base import JetStreamQueue
+from .connection import Link
+
+CONSUMER = "fifo"
+MESSAGE_OVERHEAD = 30
+"""Bytes the file store adds to each message besides its subject, headers and payload."""
+
+
+class JetStreamFifo(JetStreamQueue):
+    """A FIFO queue with a capacity on a JetStream server."""
+
+    kind = "fifo"
+
+    def __init__(self, path: str, options: FifoOptions) -> None:
+        self.max_elements = options.capacity()
+        options.local()  # sync, batch_bytes, cache_bytes, directory_mode: validated, server-side
+        super().__init__(url.parse(path))
+        self._length = 0
+        self._payload = 0
+        self._reserved: set[Reservation] = set()
+        self._seen = 0
+        self._open()
+
+    # ------------------------------------------------------------ opening
+
+    def _stream_config(self) -> dict[str, Any]:
+        config = super()._stream_config()
+        config.update(retention="workqueue", discard="new", max_msgs=self.max_elements)
+        return config
+
+    async def _reconfigure(self, link: Link, info: dict[str, Any]) -> dict[str, Any]:
+        config = info["config"]
+        if config.get("max_msgs") == self.max_elements:
+            return info
+        # The capacity is the last opener's, as every embedded open names its own.
+        config["max_msgs"] = self.max_elements
+        updated: dict[str, Any] = await protocol.api(
+            link, self._target, f"STREAM.UPDATE.{self._target.stream}", config
+        )
+        return updated
+
+    async def _opened(self, link: Link, info: dict[str, Any]) -> None:
+        target = self._target
+        consumer: dict[str, Any] = await protocol.api(
+            link,
+            target,
+            f"CONSUMER.CREATE.{target.stream}.{CONSUMER}",
+            {
+                "stream_name": target.stream,
+                "config": {
+                    "durable_name": CONSUMER,
+                    "ack_policy": "explicit",
+                    "ack_wait": int(target.ack_wait * 1e9),
+                    "deliver_policy": "all",
+                    "max_ack_pending": -1,
+                    "max_waiting": 4096,
+                },
+            },
+        )
+        state = info.get("state", {})
+        messages = int(state.get("messages", 0))
+        self._length = max(0, messages - int(consumer.get("num_ack_pending", 0)))
+        overhead = MESSAGE_OVERHEAD + len(target.subject)
+        stored = max(0, int(state.get("bytes", 0)) - messages * overhead)
+        self._payload = stored * self._length // messages if messages else 0
+        self._bytes = int(state.get("bytes", 0))
+        self._seen = int(consumer.get("delivered", {}).get("stream_seq", 0))
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def len(self) -> int:
+        return self._length
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def is_empty(self) -> bool:
+        return self._length == 0
+
+    @property
+    def payload_size(self) -> int:
+        return self._payload
+
+    @property
+    def pending(self) -> int:
+        """Items this handle reserved and has not acked or nacked yet."""
+        return sum(len(reservation.items) for reservation in self._reserved)
+
+    # ------------------------------------------------------------ blocking face
+
+    def push(self, items: object, no_gil: object = True) -> None:
+        """Append ``items`` atomically; QueueFullError (nothing written) if they don't fit."""
+        if no_gil is not True and no_gil is not False:
+            _validate.flag(no_gil, "no_gil")
+        self.run(push_operation(items))
+
+    def pop(self, max_elements: object = 1, no_gil: object = True) -> list[bytes]:
+        """Remove and return up to ``max_elements`` items from the head ([] when empty)."""
+        if no_gil is not True and no_gil is not False:
+            _validate.flag(no_gil, "no_gil")
+        result: list[bytes] = self.run(pop_operation(max_elements))
+        return result
+
+    # ------------------------------------------------------------ operations
+
+    async def _execute_kind(self, operation: Operation, link: Link) -> Any:
+        kind = operation.kind
+        if kind is OperationKind.PUSH:
+            items: list[bytes] = operation.arguments[0]
+            if items:
+                await self._store(link, items)
+                self._length += len(items)
+                self._payload += sum(map(len, items))
+            return None
+        if kind is OperationKind.POP or kind is OperationKind.RESERVE:
+            return await self._take(link, operation, ack=kind is OperationKind.POP)
+        if kind is OperationKind.ACK or kind is OperationKind.NACK:
+            await self._settle_reservation(link, operation.arguments[0], kind)
+            return None
+        if kind is OperationKind.GIVE_BACK:
+            read, delivered = operation.arguments
+            await self._give_back(link, read, delivered)
+            return None
+        raise AssertionError(f"not a FIFO operation: {kind}")
+
+    async def _take(self, link: Link, operation: Operation, *, ack: bool) -> Any:
+        count: int = operation.arguments[0]
+        found = await self._read(link, CONSUMER, count, operation.wait, operation, self._seen)
+        if found:
+            self._seen = max(self._seen, max(delivery.sequence for delivery in found))
+        if operation.abandoned and found:
+            # Rule 2 of base: the caller is gone before it got them.
+            await self._settle(link, found, b"-NAK")
+            found = []
+        items = [delivery.data for delivery in found]
+        if len(found) < min(count, protocol.MAX_PULL):
+            self._length = 0
+            self._payload = 0
+        else:
+            self._length = max(0, self._length - len(found))
+            self._payload = max(0, self._payload - sum(map(len, items)))
+        if ack:
+            if found:
+                await self._settle(link, found, b"+ACK")
+            return items
+        reservation = Reservation(items, found)
+        if items:
+            self._reserved.add(reservation)
+        return reservation
+
+    async def _settle_reservation(
+        self, link: Link, reservation: Reservation, kind: OperationKind
+    ) -> None:
+        if reservation.settled or not reservation.items:
+            reservation.settled = True
+            return
+        nack = kind is OperationKind.NACK
+        confirmed = await self._settle(link, reservation.token, b"-NAK" if nack else b"+ACK")
+        reservation.settled = True
+        self._reserved.discard(reservation)
+        if nack:
+            self._length += len(reservation.items)
+            self._payload += sum(map(len, reservation.items))
+            self.arrivals += 1
+        await asyncio.wait((confirmed,), timeout=protocol.ATTEMPT_TIMEOUT)
+
+    async def _give_back(self, link: Link, read: Operation, delivered: int) -> None:
+        if read.error is not None:
+            return
+        if read.kind is OperationKind.POP and read.result:
+            rest: list[bytes] = read.result[delivered:]
+            read.result = read.result[:delivered]
+            if rest:
+                # Popped items were acked, so they can only go back at the tail.
+                await self._store(link, rest)
+                self._length += len(rest)
+                self._payload += sum(map(len, rest))
+        elif read.kind is OperationKind.RESERVE and read.result is not None:
+            await self._settle_reservation(link, read.result, OperationKind.NACK)
+
+    async def _release_reservations(self) -> None:
+        """Unsettled reservations go back at close, as the embedded engines' do at the next open."""
+        for reservation in list(self._reserved):
+            link = await self._link()
+            await self._settle_reservation(link, reservation, OperationKind.NACK)
