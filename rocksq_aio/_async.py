@@ -19,7 +19,13 @@ from typing import Any
 import anyio
 
 from . import _dispatch, _engines, _validate
-from ._dispatch import Operation, Reservation, give_back_operation, settle_operation
+from ._dispatch import (
+    Operation,
+    OperationKind,
+    Reservation,
+    give_back_operation,
+    settle_operation,
+)
 from ._engine import FifoEngine, MpmcEngine
 from ._face import EngineProperties, EngineT
 from ._options import (
@@ -99,7 +105,14 @@ class _AsyncQueue(EngineProperties[EngineT]):
         remaining = bool(held.items)
         held.items.clear()
         held.read = None
-        if read is None or not remaining or self._engine.closed:
+        if read is None or self._engine.closed:
+            return None
+        if read.kind is OperationKind.RESERVE:
+            # Read ahead as a reservation (see items()): the yielded part is
+            # acked and the rest released, by one give-back.
+            if read.result is None or read.result.settled:
+                return None
+        elif not remaining:
             return None
         return give_back_operation(read, held.delivered)
 
@@ -267,15 +280,30 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
         """Yield items forever, waiting for new ones without polling.
 
         With ``batch_size`` > 1, items popped but not yet yielded when the
-        iteration stops (or the queue closes) are put back at the head.
+        iteration stops (or the queue closes) are put back at the head. On an
+        engine that cannot put popped items back in front
+        (``Capabilities.gives_back_in_front``), a batch is reserved instead and
+        acked once yielded, so the rest can be released to the head.
         """
         _validate.positive_int(batch_size, "batch_size")
         held = _Held()
         self._held.add(held)
         worker = self._worker
+        reserving = batch_size > 1 and not self._engine.capabilities.gives_back_in_front
         try:
             while True:
                 if not held.items:
+                    if reserving:
+                        done = self._take_held(held)  # acks the batch just yielded
+                        self._held.add(held)
+                        if done is not None:
+                            with anyio.CancelScope(shield=True):
+                                await worker.give_back(done)
+                        read, reservation = await worker.read_waiting(
+                            lambda: _dispatch.reserve_operation(batch_size), None, _reserved_some
+                        )
+                        held.hold(read, reservation.items)
+                        continue
                     read, items = await worker.read_waiting(
                         lambda: _dispatch.pop_operation(batch_size), None, _has_items
                     )

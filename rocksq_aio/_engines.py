@@ -70,7 +70,9 @@ def open_fifo(path: object, options: FifoOptions) -> FifoEngine:
 def open_mpmc(path: object, options: MpmcOptions) -> MpmcEngine:
     url = _jetstream_path(path)
     if url is not None:
-        raise NotImplementedError(f"{url}: MPMC queues on JetStream come in the next commit")
+        from .jetstream import JetStreamMpmc
+
+        return JetStreamMpmc(url, options)
     name = _memory_name(path)
     if name is not None:
         from .memory import MemoryMpmc

@@ -58,6 +58,8 @@ LONG_POLL = 30.0
 CATCH_UP = 0.5
 """How long a read keeps looking for an element this handle stored and has not seen yet:
 the server hands a just-stored message to its consumers a moment after acknowledging it."""
+RECENT_SETTLE = 1.0
+"""Seconds after a settle during which a refusal for capacity is worth one more try."""
 _KIND_NAMES = {"fifo": "a FIFO queue", "mpmc": "an MPMC queue"}
 
 
@@ -82,6 +84,9 @@ class JetStreamQueue(ClosesOnExit):
         self._pending: deque[Operation] = deque()
         self._drain_lock = threading.Lock()
         self.arrivals = 0
+        self._last_settle = -RECENT_SETTLE
+        self.storing = 0
+        """Pushes and adds of this handle not answered yet."""
         self.pushed_sequence = 0
         """The stream sequence of the last element this handle stored."""
 
@@ -218,7 +223,9 @@ class JetStreamQueue(ClosesOnExit):
     async def perform(self, operation: Operation) -> Any:
         """Execute ``operation`` on the running asyncio loop (rule 2 for cancellation)."""
         self.check_usable()
+        operation.stage = Stage.RUNNING
         work = asyncio.ensure_future(self._execute(operation))
+        work.add_done_callback(lambda done: _record(done, operation))
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -254,23 +261,32 @@ class JetStreamQueue(ClosesOnExit):
                     f"items[{position}] is {len(item)} bytes, more than the server's max_payload "
                     f"of {limit} bytes"
                 )
-        sequence = await self._publisher(link).push(items)
+        self.storing += 1
+        try:
+            sequence = await self._publisher(link).push(items)
+        finally:
+            self.storing -= 1
         self.pushed_sequence = max(self.pushed_sequence, sequence)
         self.arrivals += 1
 
     async def _confirm_acks(self) -> bool:
-        """Wait until the server processed every settle sent so far; False if there were none."""
+        """Wait until the server processed every settle sent so far.
+
+        True if this handle settled anything lately: a publish the server
+        handled before such an ack (they travel separately inside the server)
+        may have been refused for room the ack then freed.
+        """
         loop = asyncio.get_running_loop()
         waiting = [done for done in self._confirmations if done.get_loop() is loop]
-        if not waiting:
-            return False
-        await asyncio.wait(waiting, timeout=protocol.ATTEMPT_TIMEOUT)
-        return True
+        if waiting:
+            await asyncio.wait(waiting, timeout=protocol.ATTEMPT_TIMEOUT)
+        return bool(waiting) or loop.time() - self._last_settle < RECENT_SETTLE
 
     async def _settle(
         self, link: Link, deliveries: list[protocol.Delivery], verb: bytes
     ) -> asyncio.Future[None]:
         confirmed = await protocol.settle(link, deliveries, verb)
+        self._last_settle = asyncio.get_running_loop().time()
         self._confirmations.add(confirmed)
         confirmed.add_done_callback(self._confirmations.discard)
         loop = asyncio.get_running_loop()
@@ -435,6 +451,17 @@ class JetStreamQueue(ClosesOnExit):
             self._closed = True
             with contextlib.suppress(Exception):
                 self._release_links()
+
+
+def _record(work: asyncio.Future[Any], operation: Operation) -> None:
+    """Note the outcome on the operation, where give-backs and the faces read it."""
+    if work.cancelled():
+        operation.error = QueueClosedError("the operation was cancelled with its event loop")
+    elif work.exception() is not None:
+        operation.error = work.exception()
+    else:
+        operation.result = work.result()
+    operation.stage = Stage.DONE
 
 
 def _consume_outcome(task: asyncio.Future[Any]) -> None:

@@ -10,10 +10,10 @@ after ``ack_wait`` (removal is per item, at least once).
 ``len``, ``is_empty`` and ``payload_size`` are what this handle last knew:
 the server's counts at open, moved by every push, pop, reserve and nack
 made through it, and set to 0 when a read finds the queue empty. Pushes and
-pops by other clients show only at those points. Items already stored at
-open are counted by the server's byte count less the per-message overhead
-it adds for the subject, so their ``payload_size`` also includes their
-headers (approximate).
+pops by other clients show only at those points. At open, the payload size
+is the server's byte count less its per-message overhead (every message
+has headers of one size, ``protocol.HEADER_BYTES``), exact unless other
+clients hold reservations.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from .base import JetStreamQueue
 from .connection import Link
 
 CONSUMER = "fifo"
-MESSAGE_OVERHEAD = 30
-"""Bytes the file store adds to each message besides its subject, headers and payload."""
 
 
 class JetStreamFifo(JetStreamQueue):
@@ -87,28 +85,32 @@ class JetStreamFifo(JetStreamQueue):
         state = info.get("state", {})
         messages = int(state.get("messages", 0))
         self._length = max(0, messages - int(consumer.get("num_ack_pending", 0)))
-        overhead = MESSAGE_OVERHEAD + len(target.subject)
+        overhead = protocol.stored_bytes(target.storage, target.subject)
         stored = max(0, int(state.get("bytes", 0)) - messages * overhead)
+        # Exact when no other client holds a reservation (their items are in
+        # the stream's bytes but not in len); proportional otherwise.
         self._payload = stored * self._length // messages if messages else 0
         self._bytes = int(state.get("bytes", 0))
         self._seen = int(consumer.get("delivered", {}).get("stream_seq", 0))
 
     # ------------------------------------------------------------ properties
 
+    # The counts may dip below 0 for a moment: a waiting read can be handed
+    # an item before the push that stored it has heard back.
     @property
     def len(self) -> int:
-        return self._length
+        return max(0, self._length)
 
     def __len__(self) -> int:
-        return self._length
+        return max(0, self._length)
 
     @property
     def is_empty(self) -> bool:
-        return self._length == 0
+        return self._length <= 0
 
     @property
     def payload_size(self) -> int:
-        return self._payload
+        return max(0, self._payload)
 
     @property
     def pending(self) -> int:
@@ -162,12 +164,12 @@ class JetStreamFifo(JetStreamQueue):
             await self._settle(link, found, b"-NAK")
             found = []
         items = [delivery.data for delivery in found]
-        if len(found) < min(count, protocol.MAX_PULL):
-            self._length = 0
+        if len(found) < min(count, protocol.MAX_PULL) and not self.storing:
+            self._length = 0  # the consumer had nothing more for anyone
             self._payload = 0
         else:
-            self._length = max(0, self._length - len(found))
-            self._payload = max(0, self._payload - sum(map(len, items)))
+            self._length -= len(found)
+            self._payload -= sum(map(len, items))
         if ack:
             if found:
                 await self._settle(link, found, b"+ACK")
@@ -187,11 +189,12 @@ class JetStreamFifo(JetStreamQueue):
         confirmed = await self._settle(link, reservation.token, b"-NAK" if nack else b"+ACK")
         reservation.settled = True
         self._reserved.discard(reservation)
+        # Counted back once the server has them: a read made after sees them.
+        await asyncio.wait((confirmed,), timeout=protocol.ATTEMPT_TIMEOUT)
         if nack:
             self._length += len(reservation.items)
             self._payload += sum(map(len, reservation.items))
             self.arrivals += 1
-        await asyncio.wait((confirmed,), timeout=protocol.ATTEMPT_TIMEOUT)
 
     async def _give_back(self, link: Link, read: Operation, delivered: int) -> None:
         if read.error is not None:
@@ -205,7 +208,23 @@ class JetStreamFifo(JetStreamQueue):
                 self._length += len(rest)
                 self._payload += sum(map(len, rest))
         elif read.kind is OperationKind.RESERVE and read.result is not None:
-            await self._settle_reservation(link, read.result, OperationKind.NACK)
+            await self._settle_part(link, read.result, delivered)
+
+    async def _settle_part(self, link: Link, reservation: Reservation, delivered: int) -> None:
+        """Ack the first ``delivered`` items of ``reservation`` and release the rest."""
+        if reservation.settled or not reservation.items:
+            reservation.settled = True
+            return
+        deliveries: list[protocol.Delivery] = reservation.token
+        rest = reservation.items[delivered:]
+        if delivered:
+            await self._settle(link, deliveries[:delivered], b"+ACK")
+        reservation.items, reservation.token = rest, deliveries[delivered:]
+        if rest:
+            await self._settle_reservation(link, reservation, OperationKind.NACK)
+        else:
+            reservation.settled = True
+            self._reserved.discard(reservation)
 
     async def _release_reservations(self) -> None:
         """Unsettled reservations go back at close, as the embedded engines' do at the next open."""

@@ -128,6 +128,27 @@ async def api(link: Link, target: Target, subject: str, body: dict[str, Any] | N
 
 # ---------------------------------------------------------------- publishing
 
+HEADER_BYTES = 176
+"""The size of every stored message's header block: each publish is padded to it
+(``Rocksq-Pad``), so that the server's byte count of a stream tells the exact
+payload size of its messages (see ``stored_bytes``)."""
+_PAD = "Rocksq-Pad"
+SEQUENCE_DIGITS = 7
+
+
+def padded(fields: dict[str, str]) -> dict[str, str]:
+    """``fields`` plus the pad header that brings the block to HEADER_BYTES."""
+    size = len("NATS/1.0\r\n") + sum(len(k) + len(v) + 4 for k, v in fields.items()) + 2
+    fields[_PAD] = "." * (HEADER_BYTES - size - len(_PAD) - 4)
+    return fields
+
+
+def stored_bytes(storage: str, subject: str) -> int:
+    """Bytes the server counts for a message besides its payload (nats-server's
+    fileStoreMsgSize / memStoreMsgSize: record overhead, subject, headers and, in a
+    file, the headers' length)."""
+    return (34 if storage == "file" else 16) + len(subject) + HEADER_BYTES
+
 
 async def publish(link: Link, target: Target, items: list[bytes]) -> int:
     """Store ``items`` atomically at the end of the stream; the last one's sequence.
@@ -140,7 +161,8 @@ async def publish(link: Link, target: Target, items: list[bytes]) -> int:
 
     async def attempt(seconds: float) -> int:
         if len(items) == 1:
-            reply = await link.request(subject, items[0], seconds, {"Nats-Msg-Id": message_id})
+            headers = padded({"Nats-Msg-Id": message_id})
+            reply = await link.request(subject, items[0], seconds, headers)
             return int(answer(reply)["seq"])
         return await _publish_batch(link, subject, items, message_id, seconds)
 
@@ -151,6 +173,11 @@ async def publish(link: Link, target: Target, items: list[bytes]) -> int:
             # Our id was seen: an earlier attempt whose answer was lost committed.
             return 0
         raise
+
+
+def _sequence(number: int) -> str:
+    # Zero-padded, so that every batch message's headers have one size.
+    return str(number).rjust(SEQUENCE_DIGITS, "0")
 
 
 async def _publish_batch(
@@ -167,25 +194,29 @@ async def _publish_batch(
             subject,
             items[0],
             reply=first_reply,
-            headers={"Nats-Batch-Id": batch, "Nats-Batch-Sequence": "1"},
+            headers=padded({"Nats-Batch-Id": batch, "Nats-Batch-Sequence": _sequence(1)}),
         )
         final = len(items)
         for sequence in range(2, final):
             await client.publish(
                 subject,
                 items[sequence - 1],
-                headers={"Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(sequence)},
+                headers=padded(
+                    {"Nats-Batch-Id": batch, "Nats-Batch-Sequence": _sequence(sequence)}
+                ),
             )
         await client.publish(
             subject,
             items[-1],
             reply=last_reply,
-            headers={
-                "Nats-Batch-Id": batch,
-                "Nats-Batch-Sequence": str(final),
-                "Nats-Batch-Commit": "1",
-                "Nats-Msg-Id": message_id,
-            },
+            headers=padded(
+                {
+                    "Nats-Batch-Id": batch,
+                    "Nats-Batch-Sequence": _sequence(final),
+                    "Nats-Batch-Commit": "1",
+                    "Nats-Msg-Id": message_id,
+                }
+            ),
         )
         try:
             await asyncio.wait_for(asyncio.shield(last.done), seconds)

@@ -34,6 +34,7 @@ from rocksq_aio.nonblocking import (
 )
 
 from support.clock import FakeClock
+from support.differences import GATED_WORKER, NO_CLOCK
 
 pytestmark = pytest.mark.contract
 
@@ -174,6 +175,7 @@ def test_try_get_returns_the_result_once_ready(queue_path: str) -> None:
         assert variant.data == [b"a"]
 
 
+@GATED_WORKER
 def test_try_get_is_none_until_ready(queue_path: str, gated_clock: GatedClock) -> None:
     with MpmcQueue(queue_path, 0, 10, clock=gated_clock) as queue:
         added = queue.add([b"a", b"b"])
@@ -430,6 +432,7 @@ def test_calls_beyond_max_inflight_ops_block_and_all_complete(queue_path: str) -
         assert mine == [f"t{n}-{i}".encode() for i in range(per_thread)]
 
 
+@GATED_WORKER
 def test_caller_blocks_while_max_inflight_ops_are_running(
     queue_path: str, gated_clock: GatedClock
 ) -> None:
@@ -647,6 +650,7 @@ def test_mpmc_remove_label(queue_path: str, clock: FakeClock) -> None:
         assert queue.next("r", Oldest, 5).get().data == ([b"a", b"b"], False)
 
 
+@NO_CLOCK
 def test_mpmc_ttl_expiry(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, 10, clock=clock) as queue:
         queue.add([b"a", b"b"]).get()
@@ -667,6 +671,7 @@ def test_mpmc_ttl_expiry(queue_path: str, clock: FakeClock) -> None:
         assert queue.next("behind", Oldest, 10).get().data == ([b"d"], False)
 
 
+@NO_CLOCK
 def test_mpmc_expired_flag_reported_once(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, 10, clock=clock) as queue:
         queue.add([b"a", b"b"])
