@@ -43,6 +43,7 @@ import sysconfig
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +57,7 @@ __all__ = [
 ]
 
 START_TIMEOUT = 15.0  # seconds until a server listens and JetStream answers
+READY_TIMEOUT = 60.0  # seconds until a (re)started cluster places replicated streams again
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -281,36 +283,60 @@ def _reads_info(port: int) -> bool:
         return False
 
 
-def _jetstream_ready(port: int) -> bool:
-    """One raw ``$JS.API.INFO`` request over the NATS text protocol: True if answered OK.
+def _jetstream_request(port: int, subject: str, body: object = None) -> dict[str, object] | None:
+    """One JetStream API request over the raw NATS text protocol (no client library).
 
-    A 503 status (no responders) or an ``error`` reply (no meta leader yet) is
-    not ready.
+    Returns the JSON answer (which may hold an ``error``), or None when nothing
+    answered: no responders (a 503 status), a closed connection, a timeout.
     """
+    payload = b"" if body is None else json.dumps(body).encode()
     request = (
         b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n'
-        b"SUB _INBOX.ready 1\r\n"
-        b"PUB $JS.API.INFO _INBOX.ready 0\r\n\r\n"
+        b"SUB _INBOX.helper 1\r\n"
+        + f"PUB {subject} _INBOX.helper {len(payload)}\r\n".encode() + payload + b"\r\n"
     )
     try:
-        with socket.create_connection((HOST, port), timeout=2.0) as sock:
+        with socket.create_connection((HOST, port), timeout=5.0) as sock:
             sock.sendall(request)
             reader = sock.makefile("rb")
             while True:
                 line = reader.readline()
                 if not line:
-                    return False
+                    return None
                 words = line.split()
+                if words[:1] == [b"PING"]:
+                    sock.sendall(b"PONG\r\n")
                 if not words or words[0] not in (b"MSG", b"HMSG"):
                     continue  # INFO, PING, +OK
                 size = int(words[-1])
-                payload = reader.read(size + 2)[:size]
+                answer = reader.read(size + 2)[:size]
                 if words[0] == b"HMSG":  # a status only (503 no responders)
-                    return False
-                reply = json.loads(payload)
-                return isinstance(reply, dict) and "error" not in reply
+                    return None
+                reply = json.loads(answer)
+                return reply if isinstance(reply, dict) else None
     except (OSError, ValueError):
+        return None
+
+
+def _jetstream_ready(port: int) -> bool:
+    """True once JetStream answers ``$JS.API.INFO`` without an error (a meta leader exists)."""
+    reply = _jetstream_request(port, "$JS.API.INFO")
+    return reply is not None and "error" not in reply
+
+
+def _places_streams(port: int, replicas: int) -> bool:
+    """True if a stream of ``replicas`` replicas can be created now (then it is deleted).
+
+    A node restarted after a kill answers JetStream requests before the meta
+    leader counts it as a peer again ("no suitable peers for placement").
+    """
+    name = f"helper_probe_{uuid.uuid4().hex[:12]}"
+    config = {"name": name, "subjects": [name], "num_replicas": replicas, "storage": "memory"}
+    reply = _jetstream_request(port, f"$JS.API.STREAM.CREATE.{name}", config)
+    if reply is None or "error" in reply:
         return False
+    _jetstream_request(port, f"$JS.API.STREAM.DELETE.{name}")
+    return True
 
 
 def start_server(directory: Path, *, name: str = "nats") -> NatsServer:
@@ -390,11 +416,19 @@ class NatsCluster:
                 node.resume()
             else:
                 node.start()
-        self.wait_jetstream()
+        self.wait_ready()
 
-    def wait_jetstream(self, timeout: float = START_TIMEOUT) -> None:
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Waits until JetStream answers on every node and places a stream on all of them."""
+        deadline = time.monotonic() + timeout
         for node in self:
-            node.wait_jetstream(timeout)
+            node.wait_jetstream(max(0.0, deadline - time.monotonic()))
+        first = next(iter(self))
+        while not _places_streams(first.port, len(self.nodes)):
+            if time.monotonic() > deadline:
+                raise ServerError(f"the cluster cannot place a stream on {len(self.nodes)} "
+                                  f"nodes after {timeout} s\n{first.log_tail()}")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         for node in self:
@@ -428,7 +462,7 @@ def start_cluster(directory: Path, *, size: int = 3, attempts: int = 3) -> NatsC
         try:
             for node in nodes:
                 node.start()
-            cluster.wait_jetstream()
+            cluster.wait_ready()
         except ServerError:
             cluster.stop()
             if attempt == attempts:
