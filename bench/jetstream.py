@@ -177,7 +177,9 @@ async def _ours(
     try:
         started = time.perf_counter()
         await queue.push([b"\xffwarm-up"])
-        warmup_ms = warm_up_check(await queue.pop(1), started)
+        # Waiting, as the raw fetch does: on a new R3 stream a pop right after the push
+        # can come back empty (the consumer's leader may not have seen the message yet).
+        warmup_ms = warm_up_check(await queue.pop_wait(1, timeout=TIMEOUT), started)
         stream = await _stream_named(js, name)
         kind = workload.kind
         if kind in (JS_PUSH, JS_BATCH):
@@ -246,7 +248,7 @@ async def _raw(
     started = time.perf_counter()
     await _retry(lambda: js.publish(name, b"\xffwarm-up", timeout=TIMEOUT))
     consumer = await _retry(lambda: js.pull_subscribe(name, durable="bench", stream=name))
-    warm = await consumer.fetch(1, timeout=TIMEOUT)
+    warm = await _retry(lambda: consumer.fetch(1, timeout=TIMEOUT))
     await warm[0].ack_sync()
     warmup_ms = warm_up_check([warm[0].data], started)
     kind = workload.kind
@@ -277,7 +279,7 @@ async def _raw(
         received = 0
         start = time.perf_counter()
         while received < count:
-            batch = await consumer.fetch(BATCH, timeout=TIMEOUT)
+            batch = await _fetch(consumer)
             if kind == JS_POP:
                 for message in batch:
                     await message.ack()  # a publish: fire and forget
@@ -291,6 +293,20 @@ async def _raw(
         end = time.perf_counter()
         _check_all_once(seen, count)
     return {"seconds": end - start, "warmup_ms": warmup_ms, "stream": name}
+
+
+async def _fetch(consumer: Any) -> list[Any]:
+    """``fetch(BATCH)``, again after a 503: an R3 consumer's group may still elect its
+    leader (the engine retries these too)."""
+    errors = import_optional("nats.js.errors")
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            return list(await consumer.fetch(BATCH, timeout=TIMEOUT))
+        except errors.ServiceUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
 
 
 async def atomic_batch(connection: Any, subject: str, items: list[bytes]) -> None:
