@@ -11,7 +11,7 @@ protocol in ``_engine``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
@@ -60,6 +60,11 @@ def _reserved_some(reservation: Reservation) -> bool:
 
 def _read_or_expired(result: tuple[list[bytes], bool]) -> bool:
     return bool(result[0]) or result[1]
+
+
+def _read_or_expired_items(result: list[bytes] | tuple[list[bytes], bool]) -> bool:
+    """A pop's items or a next's (items, expired): something to hand on."""
+    return _read_or_expired(result) if isinstance(result, tuple) else bool(result)
 
 
 class _Held:
@@ -123,15 +128,38 @@ class _AsyncQueue(EngineProperties[EngineT]):
             with anyio.CancelScope(shield=True):
                 await self._worker.give_back(give_back)
 
+    async def _refill(
+        self, held: _Held, build: Callable[[], Operation], reserving: bool
+    ) -> None:
+        """Read the next batch of an iterator into ``held``, waiting for one item.
+
+        ``reserving``: the batch is a reservation (on engines that cannot give
+        popped items back in front); the one before it, all yielded, is acked.
+        """
+        worker = self._worker
+        if reserving:
+            done = self._take_held(held)
+            self._held.add(held)
+            if done is not None:
+                with anyio.CancelScope(shield=True):
+                    await worker.give_back(done)
+            read, reservation = await worker.read_waiting(build, None, _reserved_some)
+            held.hold(read, reservation.items)
+            return
+        read, result = await worker.read_waiting(build, None, _read_or_expired_items)
+        held.hold(read, result[0] if isinstance(result, tuple) else result)
+
     async def aclose(self) -> None:
         """Give back read-ahead items, finish the operation in progress, release the queue."""
         with anyio.CancelScope(shield=True):
+            self._worker.stop_waiting()
             for held in list(self._held):
                 await self._release_held(held)
             await self._worker.aclose()
 
     def close(self) -> None:
         """Release the queue from synchronous code (from the event loop's thread, if any)."""
+        self._worker.stop_waiting()
         for held in list(self._held):
             give_back = self._take_held(held)
             if give_back is not None:
@@ -288,26 +316,17 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
         _validate.positive_int(batch_size, "batch_size")
         held = _Held()
         self._held.add(held)
-        worker = self._worker
         reserving = batch_size > 1 and not self._engine.capabilities.gives_back_in_front
         try:
             while True:
                 if not held.items:
-                    if reserving:
-                        done = self._take_held(held)  # acks the batch just yielded
-                        self._held.add(held)
-                        if done is not None:
-                            with anyio.CancelScope(shield=True):
-                                await worker.give_back(done)
-                        read, reservation = await worker.read_waiting(
-                            lambda: _dispatch.reserve_operation(batch_size), None, _reserved_some
-                        )
-                        held.hold(read, reservation.items)
-                        continue
-                    read, items = await worker.read_waiting(
-                        lambda: _dispatch.pop_operation(batch_size), None, _has_items
+                    await self._refill(
+                        held,
+                        lambda: _dispatch.reserve_operation(batch_size)
+                        if reserving
+                        else _dispatch.pop_operation(batch_size),
+                        reserving,
                     )
-                    held.hold(read, items)
                     continue
                 yield held.take()
         finally:
@@ -445,16 +464,20 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
         _dispatch.next_operation(label, start_position, batch_size)  # validates first
         held = _Held()
         self._held.add(held)
-        worker = self._worker
+        # As in items(): a batch an engine cannot give back in front is reserved.
+        reserving = batch_size > 1 and not self._engine.capabilities.gives_back_in_front
         try:
             while True:
                 if not held.items:
-                    read, (items, _expired) = await worker.read_waiting(
-                        lambda: _dispatch.next_operation(label, start_position, batch_size),
-                        None,
-                        _read_or_expired,
+                    await self._refill(
+                        held,
+                        lambda: _dispatch.reserve_label_operation(
+                            label, start_position, batch_size
+                        )
+                        if reserving
+                        else _dispatch.next_operation(label, start_position, batch_size),
+                        reserving,
                     )
-                    held.hold(read, items)
                     continue
                 yield held.take()
         finally:

@@ -303,6 +303,12 @@ class Worker:
             self._arrival.set()
             self._arrival = None
 
+    def stop_waiting(self) -> None:
+        """The queue is closing: reads waiting at a server end (the embedded engines'
+        waiters are woken by the close itself)."""
+        if self._native is not None:
+            self._native.stop_waiting()
+
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
             engine = self._native

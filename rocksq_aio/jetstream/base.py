@@ -30,7 +30,7 @@ from typing import Any
 import nats.errors
 
 from .. import _bridge
-from .._dispatch import Operation, OperationKind, Stage
+from .._dispatch import Operation, OperationKind, Reservation, Stage
 from .._engine import Capabilities
 from .._errors import QueueClosedError, QueueError
 from .._types import ClosesOnExit
@@ -55,7 +55,7 @@ FORMAT_KEY = "rocksq_aio.format"
 FORMAT = "1"
 LONG_POLL = 30.0
 """Longest single waiting pull; a longer wait makes another."""
-CATCH_UP = 0.5
+CATCH_UP = 0.25
 """How long a read keeps looking for an element this handle stored and has not seen yet:
 the server hands a just-stored message to its consumers a moment after acknowledging it."""
 RECENT_SETTLE = 1.0
@@ -72,6 +72,9 @@ class JetStreamQueue(ClosesOnExit):
     def __init__(self, target: Target) -> None:
         self._target = target
         self._closed = False
+        self._closing = False
+        """Set first when closing: reads stop waiting, so that items given back
+        meanwhile stay in the queue instead of going to a waiter that is closing."""
         self._bridge = _bridge.bridge()
         self._links: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Link] = (
             weakref.WeakKeyDictionary()
@@ -79,12 +82,18 @@ class JetStreamQueue(ClosesOnExit):
         self._held_links: list[Link] = []
         self._publishers: weakref.WeakKeyDictionary[Link, Publisher] = weakref.WeakKeyDictionary()
         self._parked: set[protocol.Parked] = set()
+        self._parked_reads: dict[Operation, protocol.Parked] = {}
         self._confirmations: set[asyncio.Future[None]] = set()
+        self._sending: set[asyncio.Future[Any]] = set()
+        self._working: set[asyncio.Future[Any]] = set()
+        """Operations executing (their callers may have stopped waiting)."""
         self._lock = threading.Lock()
         self._pending: deque[Operation] = deque()
         self._drain_lock = threading.Lock()
         self.arrivals = 0
         self._last_settle = -RECENT_SETTLE
+        self._seen: dict[str, int] = {}
+        """Per consumer, the highest stream sequence this handle saw it deliver."""
         self.storing = 0
         """Pushes and adds of this handle not answered yet."""
         self.pushed_sequence = 0
@@ -226,16 +235,23 @@ class JetStreamQueue(ClosesOnExit):
         operation.stage = Stage.RUNNING
         work = asyncio.ensure_future(self._execute(operation))
         work.add_done_callback(lambda done: _record(done, operation))
+        self._working.add(work)
+        work.add_done_callback(self._working.discard)
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
             if work.done() and not work.cancelled() and work.exception() is None:
                 return work.result()  # it happened: the caller gets it
             operation.abandoned = True
+            parked = self._parked_reads.get(operation)
+            if parked is not None:
+                parked.wake()  # a read waiting at the server stops waiting
             work.add_done_callback(_consume_outcome)
             raise
 
     async def _execute(self, operation: Operation) -> Any:
+        if self._closing and operation.kind is OperationKind.GIVE_BACK:
+            await self._waiters_gone()
         try:
             return await self._execute_kind(operation, await self._link())
         except nats.errors.ConnectionClosedError:
@@ -277,10 +293,20 @@ class JetStreamQueue(ClosesOnExit):
         may have been refused for room the ack then freed.
         """
         loop = asyncio.get_running_loop()
+        sending = [task for task in self._sending if task.get_loop() is loop]
+        if sending:
+            await asyncio.wait(sending, timeout=protocol.ATTEMPT_TIMEOUT)
         waiting = [done for done in self._confirmations if done.get_loop() is loop]
         if waiting:
             await asyncio.wait(waiting, timeout=protocol.ATTEMPT_TIMEOUT)
         return bool(waiting) or loop.time() - self._last_settle < RECENT_SETTLE
+
+    def _settle_soon(self, link: Link, deliveries: list[protocol.Delivery], verb: bytes) -> None:
+        """``_settle`` in a task of its own, so that the caller has nothing left to await."""
+        task = asyncio.ensure_future(self._settle(link, deliveries, verb))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(_consume_outcome)
 
     async def _settle(
         self, link: Link, deliveries: list[protocol.Delivery], verb: bytes
@@ -295,25 +321,38 @@ class JetStreamQueue(ClosesOnExit):
         return confirmed
 
     async def _read(
-        self, link: Link, consumer: str, count: int, wait: float, operation: Operation, seen: int
+        self, link: Link, consumer: str, count: int, wait: float, operation: Operation
     ) -> list[protocol.Delivery]:
         """Up to ``count`` messages for ``consumer``, waiting up to ``wait`` s for the first.
 
-        ``seen`` is the highest stream sequence this consumer is known to have
-        delivered: an element this handle stored after it is looked for again
-        for a moment (``CATCH_UP``) rather than reported missing.
+        An element this handle stored after the last one it saw ``consumer``
+        deliver is looked for again for a moment (``CATCH_UP``) rather than
+        reported missing: the server hands a stored message to its consumers
+        a moment after acknowledging it.
         """
         target = self._target
         loop = asyncio.get_running_loop()
+        seen = self._seen
         found = await protocol.pull(link, target, consumer, count)
         catch_up_until = None
-        while len(found) < count and not self._closed:
-            last = max([seen, *(delivery.sequence for delivery in found)])
-            if self.pushed_sequence <= last:
+        while True:
+            if found:
+                last = max(delivery.sequence for delivery in found)
+                seen[consumer] = max(seen.get(consumer, 0), last)
+            if len(found) >= count or self._closing:
+                break
+            if self.pushed_sequence <= seen.get(consumer, 0):
                 break
             now = loop.time()
-            catch_up_until = catch_up_until or now + CATCH_UP
+            if catch_up_until is None:
+                # Has the consumer handed them out (to anyone) already?
+                catch_up_until = now + CATCH_UP
+                info = await protocol.api(link, target, f"CONSUMER.INFO.{target.stream}.{consumer}")
+                delivered = int(info.get("delivered", {}).get("stream_seq", 0))
+                seen[consumer] = max(seen.get(consumer, 0), delivered)
+                continue
             if now >= catch_up_until:
+                seen[consumer] = max(seen.get(consumer, 0), self.pushed_sequence)
                 break
             await asyncio.sleep(0.001)
             found += await protocol.pull(link, target, consumer, count - len(found))
@@ -321,7 +360,7 @@ class JetStreamQueue(ClosesOnExit):
             return found
         end = loop.time() + wait
         while True:
-            if self._closed:
+            if self._closing:
                 raise self._closed_error()
             if operation.abandoned:
                 return []
@@ -330,17 +369,21 @@ class JetStreamQueue(ClosesOnExit):
                 return []
             parked = protocol.Parked()
             self._parked.add(parked)
+            self._parked_reads[operation] = parked
             try:
                 first = await protocol.pull_waiting(
                     link, target, consumer, min(remaining, LONG_POLL), parked
                 )
             finally:
                 self._parked.discard(parked)
+                self._parked_reads.pop(operation, None)
             if first is not None:
                 found = [first]
                 if count > 1:
                     found += await protocol.pull(link, target, consumer, count - 1)
-                if self._closed:
+                last = max(delivery.sequence for delivery in found)
+                seen[consumer] = max(seen.get(consumer, 0), last)
+                if self._closing:
                     await self._settle(link, found, b"-NAK")
                     raise self._closed_error()
                 return found
@@ -408,13 +451,26 @@ class JetStreamQueue(ClosesOnExit):
 
     # ------------------------------------------------------------ closing
 
+    async def _waiters_gone(self) -> None:
+        """Wait (briefly) until reads woken by the close stopped listening: what a
+        closing queue gives back must not be handed to one of them."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + protocol.ATTEMPT_TIMEOUT
+        while any(parked.loop is loop for parked in self._parked) and loop.time() < end:
+            await asyncio.sleep(0.001)
+
+    def stop_waiting(self) -> None:
+        """The queue is closing: reads waiting at the server return (QueueClosedError)."""
+        self._closing = True
+        for parked in list(self._parked):
+            parked.wake()
+
     def close(self) -> None:
         """Stop every waiting read and release the connections (from any thread)."""
         if self._closed:
             return
+        self.stop_waiting()
         self._closed = True
-        for parked in list(self._parked):
-            parked.wake()
         if not self._bridge.on_bridge:
             with contextlib.suppress(Exception):
                 self._bridge.run(self._before_close)
@@ -423,19 +479,50 @@ class JetStreamQueue(ClosesOnExit):
     async def aclose(self) -> None:
         if self._closed:
             return
+        self.stop_waiting()
         self._closed = True
-        for parked in list(self._parked):
-            parked.wake()
         with contextlib.suppress(Exception):
             await self._before_close()
         self._release_links()
 
     async def _before_close(self) -> None:
+        # Operations whose callers stopped waiting finish first: a read
+        # abandoned meanwhile releases what it was handed.
+        loop = asyncio.get_running_loop()
+        working = [work for work in self._working if work.get_loop() is loop]
+        if working:
+            await asyncio.wait(working, timeout=protocol.ATTEMPT_TIMEOUT * 2)
         await self._release_reservations()
         await self._confirm_acks()
 
     async def _release_reservations(self) -> None:
         """Give back what this handle reserved and did not settle (the engines do)."""
+
+    async def _settle_reservation(
+        self, link: Link, reservation: Reservation, kind: OperationKind, *, count: bool = True
+    ) -> None:
+        raise NotImplementedError
+
+    def _forget(self, reservation: Reservation) -> None:
+        """``reservation`` is settled: no longer this handle's to release."""
+        raise NotImplementedError
+
+    async def _settle_part(self, link: Link, reservation: Reservation, delivered: int) -> None:
+        """Ack the first ``delivered`` items of ``reservation`` and release the rest
+        (an iterator's read-ahead, given back when it stops)."""
+        if reservation.settled or not reservation.items:
+            reservation.settled = True
+            return
+        deliveries: list[protocol.Delivery] = reservation.token
+        rest = reservation.items[delivered:]
+        if delivered:
+            await self._settle(link, deliveries[:delivered], b"+ACK")
+        reservation.items, reservation.token = rest, deliveries[delivered:]
+        if rest:
+            await self._settle_reservation(link, reservation, OperationKind.NACK)
+        else:
+            reservation.settled = True
+            self._forget(reservation)
 
     def _release_links(self) -> None:
         with self._lock:

@@ -10,10 +10,10 @@ after ``ack_wait`` (removal is per item, at least once).
 ``len``, ``is_empty`` and ``payload_size`` are what this handle last knew:
 the server's counts at open, moved by every push, pop, reserve and nack
 made through it, and set to 0 when a read finds the queue empty. Pushes and
-pops by other clients show only at those points. At open, the payload size
-is the server's byte count less its per-message overhead (every message
-has headers of one size, ``protocol.HEADER_BYTES``), exact unless other
-clients hold reservations.
+pops by other clients show only at those points. At open they count every
+message the stream holds, items other clients hold reserved included; the
+payload size is then the server's byte count less its per-message overhead
+(every message has headers of one size, ``protocol.HEADER_BYTES``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class JetStreamFifo(JetStreamQueue):
         self._length = 0
         self._payload = 0
         self._reserved: set[Reservation] = set()
-        self._seen = 0
+        self._busy = 0
+        """Reads and settles of this handle in progress."""
         self._open()
 
     # ------------------------------------------------------------ opening
@@ -84,14 +85,14 @@ class JetStreamFifo(JetStreamQueue):
         )
         state = info.get("state", {})
         messages = int(state.get("messages", 0))
-        self._length = max(0, messages - int(consumer.get("num_ack_pending", 0)))
+        # Every stored message, reserved ones included: the server cannot tell
+        # items a closed handle released (waiting to be delivered again) from
+        # items another client holds, so both count.
+        self._length = messages
         overhead = protocol.stored_bytes(target.storage, target.subject)
-        stored = max(0, int(state.get("bytes", 0)) - messages * overhead)
-        # Exact when no other client holds a reservation (their items are in
-        # the stream's bytes but not in len); proportional otherwise.
-        self._payload = stored * self._length // messages if messages else 0
+        self._payload = max(0, int(state.get("bytes", 0)) - messages * overhead)
         self._bytes = int(state.get("bytes", 0))
-        self._seen = int(consumer.get("delivered", {}).get("stream_seq", 0))
+        self._seen[CONSUMER] = int(consumer.get("delivered", {}).get("stream_seq", 0))
 
     # ------------------------------------------------------------ properties
 
@@ -156,42 +157,52 @@ class JetStreamFifo(JetStreamQueue):
 
     async def _take(self, link: Link, operation: Operation, *, ack: bool) -> Any:
         count: int = operation.arguments[0]
-        found = await self._read(link, CONSUMER, count, operation.wait, operation, self._seen)
-        if found:
-            self._seen = max(self._seen, max(delivery.sequence for delivery in found))
-        if operation.abandoned and found:
-            # Rule 2 of base: the caller is gone before it got them.
-            await self._settle(link, found, b"-NAK")
-            found = []
+        self._busy += 1
+        try:
+            found = await self._read(link, CONSUMER, count, operation.wait, operation)
+        finally:
+            self._busy -= 1
         items = [delivery.data for delivery in found]
-        if len(found) < min(count, protocol.MAX_PULL) and not self.storing:
-            self._length = 0  # the consumer had nothing more for anyone
+        reservation = Reservation(items, found)
+        if operation.abandoned and found:
+            # Rule 2 of base: the caller is gone before it got them (never counted out).
+            await self._settle_reservation(link, reservation, OperationKind.NACK, count=False)
+            return [] if ack else Reservation([], [])
+        # A short read means the consumer had nothing more for anyone, unless
+        # this handle is moving items meanwhile (a push, a release, another read).
+        if len(found) < min(count, protocol.MAX_PULL) and not self.storing and not self._busy:
+            self._length = 0
             self._payload = 0
         else:
             self._length -= len(found)
             self._payload -= sum(map(len, items))
+        # From here on nothing awaits: a caller cancelled now still gets the items.
         if ack:
             if found:
-                await self._settle(link, found, b"+ACK")
+                self._settle_soon(link, found, b"+ACK")
             return items
-        reservation = Reservation(items, found)
         if items:
             self._reserved.add(reservation)
         return reservation
 
     async def _settle_reservation(
-        self, link: Link, reservation: Reservation, kind: OperationKind
+        self, link: Link, reservation: Reservation, kind: OperationKind, *, count: bool = True
     ) -> None:
+        """Ack or release ``reservation``; a release counts its items back if ``count``."""
         if reservation.settled or not reservation.items:
             reservation.settled = True
             return
         nack = kind is OperationKind.NACK
-        confirmed = await self._settle(link, reservation.token, b"-NAK" if nack else b"+ACK")
-        reservation.settled = True
-        self._reserved.discard(reservation)
-        # Counted back once the server has them: a read made after sees them.
-        await asyncio.wait((confirmed,), timeout=protocol.ATTEMPT_TIMEOUT)
-        if nack:
+        self._busy += 1
+        try:
+            confirmed = await self._settle(link, reservation.token, b"-NAK" if nack else b"+ACK")
+            reservation.settled = True
+            self._reserved.discard(reservation)
+            # Counted back once the server has them: a read made after sees them.
+            await asyncio.wait((confirmed,), timeout=protocol.ATTEMPT_TIMEOUT)
+        finally:
+            self._busy -= 1
+        if nack and count:
             self._length += len(reservation.items)
             self._payload += sum(map(len, reservation.items))
             self.arrivals += 1
@@ -210,21 +221,8 @@ class JetStreamFifo(JetStreamQueue):
         elif read.kind is OperationKind.RESERVE and read.result is not None:
             await self._settle_part(link, read.result, delivered)
 
-    async def _settle_part(self, link: Link, reservation: Reservation, delivered: int) -> None:
-        """Ack the first ``delivered`` items of ``reservation`` and release the rest."""
-        if reservation.settled or not reservation.items:
-            reservation.settled = True
-            return
-        deliveries: list[protocol.Delivery] = reservation.token
-        rest = reservation.items[delivered:]
-        if delivered:
-            await self._settle(link, deliveries[:delivered], b"+ACK")
-        reservation.items, reservation.token = rest, deliveries[delivered:]
-        if rest:
-            await self._settle_reservation(link, reservation, OperationKind.NACK)
-        else:
-            reservation.settled = True
-            self._reserved.discard(reservation)
+    def _forget(self, reservation: Reservation) -> None:
+        self._reserved.discard(reservation)
 
     async def _release_reservations(self) -> None:
         """Unsettled reservations go back at close, as the embedded engines' do at the next open."""

@@ -273,10 +273,8 @@ class JetStreamMpmc(JetStreamQueue):
         label, start, count = operation.arguments
         name = await self._label(link, label, start)
         position = self._labels[label]
-        found = await self._read(link, name, count, operation.wait, operation, position)
-        if operation.abandoned and found:
-            await self._settle(link, found, b"-NAK")
-            found = []
+        self._seen.setdefault(name, position)
+        found = await self._read(link, name, count, operation.wait, operation)
         expired = False
         # Read again: a give-back may have moved the label back meanwhile.
         position = self._labels.get(label, position)
@@ -297,12 +295,17 @@ class JetStreamMpmc(JetStreamQueue):
                 await self._reset(link, name, first)
                 self._labels[label] = first - 1
         items = [delivery.data for delivery in found]
+        reservation = Reservation(items, found, label)
+        if operation.abandoned and found:
+            # Rule 2 of base: the caller is gone before it got them.
+            await self._settle_reservation(link, reservation, OperationKind.NACK)
+            return ([], expired) if ack else Reservation([], [], label)
+        # From here on nothing awaits: a caller cancelled now still gets the items.
         if ack:
             if found:
-                await self._settle(link, found, b"+ACK")
+                self._settle_soon(link, found, b"+ACK")
             operation.token = found
             return items, expired
-        reservation = Reservation(items, found, label)
         if items:
             self._reserved.setdefault(label, set()).add(reservation)
         return reservation
@@ -321,8 +324,13 @@ class JetStreamMpmc(JetStreamQueue):
             raise
         return True
 
+    def _forget(self, reservation: Reservation) -> None:
+        held = self._reserved.get(reservation.label or "")
+        if held is not None:
+            held.discard(reservation)
+
     async def _settle_reservation(
-        self, link: Link, reservation: Reservation, kind: OperationKind
+        self, link: Link, reservation: Reservation, kind: OperationKind, *, count: bool = True
     ) -> None:
         if reservation.settled or not reservation.items:
             reservation.settled = True
@@ -330,9 +338,7 @@ class JetStreamMpmc(JetStreamQueue):
         nack = kind is OperationKind.NACK
         confirmed = await self._settle(link, reservation.token, b"-NAK" if nack else b"+ACK")
         reservation.settled = True
-        held = self._reserved.get(reservation.label or "")
-        if held is not None:
-            held.discard(reservation)
+        self._forget(reservation)
         if nack:
             self.arrivals += 1
         await asyncio.wait((confirmed,), timeout=protocol.ATTEMPT_TIMEOUT)
@@ -353,7 +359,7 @@ class JetStreamMpmc(JetStreamQueue):
                 await self._reset(link, self._consumer_name(label), rest[0].sequence)
                 self.arrivals += 1
         elif read.kind is OperationKind.RESERVE and read.result is not None:
-            await self._settle_reservation(link, read.result, OperationKind.NACK)
+            await self._settle_part(link, read.result, delivered)
 
     async def _release_reservations(self) -> None:
         for reservations in list(self._reserved.values()):

@@ -350,6 +350,14 @@ async def pull_waiting(
             timeout=seconds + ATTEMPT_TIMEOUT,
             return_when=asyncio.FIRST_COMPLETED,
         )
+        if not arrived.done() and not client.is_closed:
+            # Woken: the server may be sending us a message right now. Remove
+            # the interest first and keep listening until a round trip says
+            # everything sent before that has arrived; then it is ours to
+            # hand on (or release), not lost until ack_wait.
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError, AttributeError):
+                await client._send_unsubscribe(subscription._id)
+                await client.flush(int(ATTEMPT_TIMEOUT))
     finally:
         if not client.is_closed:
             with contextlib.suppress(nats.errors.Error):

@@ -3,7 +3,8 @@
 JetStream is fast when requests are concurrent and faster still in atomic
 batches, so pushes are not funnelled through one worker: every push made in
 one turn of the event loop is sent as one atomic batch (up to the batch
-limit), and up to ``MAX_BATCHES_IN_FLIGHT`` batches are in flight at once.
+limit) once there are ``GROUP_FROM`` of them, and up to
+``MAX_BATCHES_IN_FLIGHT`` batches are in flight at once.
 
 Rules:
 
@@ -26,6 +27,8 @@ from . import protocol
 from .connection import Link
 from .url import Target
 
+GROUP_FROM = 8
+"""Pushes waiting in one turn of the loop from which they are merged into batches."""
 MAX_BATCHES_IN_FLIGHT = 40
 """Below the server's 50 atomic batches in flight per stream (10210 beyond)."""
 
@@ -72,6 +75,12 @@ class Publisher:
     def _send_waiting(self) -> None:
         self._scheduled = False
         waiting, self._waiting = self._waiting, []
+        if len(waiting) < GROUP_FROM:
+            # A few pushes go faster each on its own, concurrently: the server
+            # takes longer to commit an atomic batch than a lone publish.
+            for entry in waiting:
+                self._start([entry])
+            return
         limit = self._target.batch_limit
         batch: list[_Push] = []
         size = 0

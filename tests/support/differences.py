@@ -25,3 +25,25 @@ GATED_WORKER = pytest.mark.not_on(
 def shares_queues(path: str) -> bool:
     """No lock error: on a server, a queue is shared by every handle on its path."""
     return path.startswith(("nats://", "tls://"))
+
+
+NACK_ORDER = pytest.mark.not_on(
+    "jetstream",
+    reason="redelivery order after nack: released items come back in the order they were "
+    "released, ahead of new ones and in the same read as them (model: "
+    "tests/jetstream/test_engine_reserve.py)",
+)
+
+
+def round_trip_scale(path: str) -> float:
+    """How much longer than in-process a call takes: tests that cancel calls at random
+    scale their timeouts by it, or nearly every call is cancelled (no timing asserted)."""
+    return 30.0 if shares_queues(path) else 1.0
+
+
+ENGINE_THREAD = pytest.mark.not_on(
+    "jetstream",
+    reason="the test holds the embedded engines' worker thread inside _execute or drain; "
+    "the JetStream engine runs its operations on the event loop (a cancelled read releases "
+    "what it was handed: tests/jetstream/test_engine_cancel.py)",
+)
