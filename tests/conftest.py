@@ -30,6 +30,10 @@ def queue_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """
     engine = getattr(request, "param", "rocksdb")
     if engine == "jetstream":
+        # A message stranded by a read cut off mid-flight (a cancellation
+        # racing the server) comes back after ack_wait: 2 s here, not 30.
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setattr("rocksq_aio.jetstream.url.DEFAULT_ACK_WAIT", 2.0)
         name = f"{request.getfixturevalue('nats_server')}/t{uuid.uuid4().hex[:16]}"
         yield name
         with contextlib.suppress(Exception):

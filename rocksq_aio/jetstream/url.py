@@ -190,6 +190,7 @@ def parse(path: str) -> Target:
     display = f"{scheme}://{','.join(hosts)}/{queue}"
     if display_query:
         display += "?" + display_query
+    values.setdefault("ack_wait", DEFAULT_ACK_WAIT)
     return Target(
         servers=servers,
         queue=queue,
