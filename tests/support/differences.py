@@ -45,5 +45,5 @@ ENGINE_THREAD = pytest.mark.not_on(
     "jetstream",
     reason="the test holds the embedded engines' worker thread inside _execute or drain; "
     "the JetStream engine runs its operations on the event loop (a cancelled read releases "
-    "what it was handed: tests/jetstream/test_engine_cancel.py)",
+    "what it was handed: the random cancellation tests of this module run on it)",
 )
