@@ -44,6 +44,8 @@ NOT_FOUND_CONSUMER = 10014
 CONSUMER_EXISTS = (10013, 10105, 10148)
 DUPLICATE_IN_BATCH = 10201
 BATCHES_IN_FLIGHT = 10210
+DUPLICATE_IN_PROCESS = 10158
+"""A retry arrived while the server still stores the first attempt (a paused leader)."""
 
 
 class ApiError(QueueError):
@@ -69,7 +71,10 @@ _TRANSIENT = (
 
 def is_transient(error: BaseException) -> bool:
     if isinstance(error, ApiError):
-        return (error.code == 503 and error.err_code != FULL) or error.err_code == BATCHES_IN_FLIGHT
+        return (error.code == 503 and error.err_code != FULL) or error.err_code in (
+            BATCHES_IN_FLIGHT,
+            DUPLICATE_IN_PROCESS,
+        )
     return isinstance(error, _TRANSIENT)
 
 
