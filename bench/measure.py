@@ -38,6 +38,7 @@ from systems import (
 from workloads import (
     BATCHED,
     INTERLEAVED,
+    JETSTREAM_KINDS,
     MPMC,
     MPSC_ASYNC,
     OURS,
@@ -120,6 +121,12 @@ def run_on_loop(
 def measure(system: str, workload: Workload, params: dict[str, Any], path: str) -> dict[str, Any]:
     messages = make_messages(int(params["n"]), workload.size)
     kind = workload.kind
+    if kind in JETSTREAM_KINDS:
+        import jetstream  # only the j* children need nats-py
+
+        return run_on_loop(
+            lambda: jetstream.measure(system, workload, params, messages), bool(params["uvloop"])
+        )
     if kind == MPMC:
         return mpmc_blocking(system, path, messages, workload.labels)
     if kind == MPSC_ASYNC:

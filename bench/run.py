@@ -20,6 +20,7 @@ This module is the entry point only; bench/README.md describes the others and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -37,6 +38,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 if BENCH_DIR not in sys.path:
     sys.path.insert(0, BENCH_DIR)
 
+from jetstream import servers as nats_servers  # noqa: E402
 from measure import child_main  # noqa: E402
 from report import (  # noqa: E402
     check_targets,
@@ -53,6 +55,7 @@ from workloads import (  # noqa: E402
     BATCH,
     CONSUMERS,
     INTERLEAVED,
+    JETSTREAM_KINDS,
     MPMC,
     OURS,
     OURS_SYNC,
@@ -82,6 +85,7 @@ class Config:
     quick: bool
     baseline: str | None = None  # --baseline DIR, resolved
     baseline_commit: str | None = None
+    nats: dict[str, list[str]] | None = None  # client URLs by replicas, for the j* workloads
 
     def count(self, workload: Workload, system: str = OURS) -> int:
         """Messages for a system on a workload (a baseline twin gets its system's count)."""
@@ -162,7 +166,12 @@ def check_baseline_import(result: dict[str, Any], baseline: str) -> None:
 
 def run_child(system: str, workload: Workload, config: Config) -> dict[str, Any]:
     directory = tempfile.mkdtemp(prefix="rocksq_aio-bench-")
-    params = {"n": config.count(workload, system), "uvloop": config.uvloop, "tmpdir": directory}
+    params = {
+        "n": config.count(workload, system),
+        "uvloop": config.uvloop,
+        "tmpdir": directory,
+        "nats": config.nats or {},
+    }
     command = [
         sys.executable,
         os.path.abspath(__file__),
@@ -201,6 +210,39 @@ def run_child(system: str, workload: Workload, config: Config) -> dict[str, Any]
     if config.baseline is not None and is_baseline(system) and checked:
         check_baseline_import(result, config.baseline)
     return result
+
+
+def run_workloads(config: Config) -> list[dict[str, Any]]:
+    """Every selected workload ``--runs`` times, the systems alternating; each run's result."""
+    all_runs: list[dict[str, Any]] = []
+    width = max([20, *map(len, config.systems)])  # of the system column in progress lines
+    for name in config.workloads:
+        workload = WORKLOADS[name]
+        systems = [s for s in candidates(workload, config) if s in config.systems]
+        unavailable: set[str] = set()
+        for run in range(config.runs):
+            shift = run % len(systems) if systems else 0
+            for system in systems[shift:] + systems[:shift]:
+                if system in unavailable:
+                    continue
+                result = run_child(system, workload, config)
+                result["run"] = run + 1
+                all_runs.append(result)
+                if result.get("ok"):
+                    lag = result.get("lag_p99_ms")
+                    extra = "" if lag is None else f", lag p99 {lag:.2f} ms"
+                    status = f"{result['rate']:>12,.0f} msgs/s, RSS {result['rss_mib']:.0f} MiB"
+                    status += extra
+                else:
+                    status = f"FAILED: {result.get('error')}"
+                    if result.get("unavailable"):
+                        unavailable.add(system)
+                print(
+                    f"[{name} run {run + 1}/{config.runs}] {system:<{width}} {status}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return all_runs
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -288,34 +330,9 @@ def main(argv: Sequence[str]) -> int:
     machine = describe_machine()
     began = time.perf_counter()
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    all_runs: list[dict[str, Any]] = []
-    width = max([20, *map(len, config.systems)])  # of the system column in progress lines
-    for name in config.workloads:
-        workload = WORKLOADS[name]
-        systems = [s for s in candidates(workload, config) if s in config.systems]
-        unavailable: set[str] = set()
-        for run in range(config.runs):
-            shift = run % len(systems) if systems else 0
-            for system in systems[shift:] + systems[:shift]:
-                if system in unavailable:
-                    continue
-                result = run_child(system, workload, config)
-                result["run"] = run + 1
-                all_runs.append(result)
-                if result.get("ok"):
-                    lag = result.get("lag_p99_ms")
-                    extra = "" if lag is None else f", lag p99 {lag:.2f} ms"
-                    status = f"{result['rate']:>12,.0f} msgs/s, RSS {result['rss_mib']:.0f} MiB"
-                    status += extra
-                else:
-                    status = f"FAILED: {result.get('error')}"
-                    if result.get("unavailable"):
-                        unavailable.add(system)
-                print(
-                    f"[{name} run {run + 1}/{config.runs}] {system:<{width}} {status}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+    wants_nats = any(WORKLOADS[name].kind in JETSTREAM_KINDS for name in config.workloads)
+    with nats_servers(wants_nats) as nats_urls:
+        all_runs = run_workloads(dataclasses.replace(config, nats=nats_urls))
     rows = summarize(all_runs, config)
     ratios = compute_ratios(rows, config)
     checks = check_targets(rows)

@@ -25,7 +25,9 @@ OURS_NONBLOCKING = "ours-nonblocking"
 ROCKSQ = "rocksq"
 PQ = "persist-queue"
 PQ_ASYNC = "persist-queue-async"
-SYSTEMS = (OURS, OURS_SYNC, OURS_NONBLOCKING, ROCKSQ, PQ, PQ_ASYNC)
+JS_OURS = "ours-jetstream"  # rocksq_aio on a nats:// path (bench/jetstream.py)
+JS_RAW = "nats-py"  # the same workloads through nats-py directly
+SYSTEMS = (OURS, OURS_SYNC, OURS_NONBLOCKING, ROCKSQ, PQ, PQ_ASYNC, JS_OURS, JS_RAW)
 
 DURABILITY = {
     OURS: "RocksDB WAL, no fsync (default)",
@@ -34,6 +36,8 @@ DURABILITY = {
     ROCKSQ: "RocksQ default: WAL, no fsync (no sync option)",
     PQ: "SQLite WAL, synchronous=FULL (fsync per commit)",
     PQ_ASYNC: "SQLite rollback journal, synchronous=FULL (fsyncs per commit)",
+    JS_OURS: "JetStream file store: R1 no fsync, R3 acked by a quorum of 3 (no fsync)",
+    JS_RAW: "JetStream file store: R1 no fsync, R3 acked by a quorum of 3 (no fsync)",
 }
 
 # --baseline DIR: every "ours*" system also runs as "baseline-<name>", importing rocksq_aio
@@ -68,6 +72,12 @@ MPMC = "mpmc"  # add N one per call, then every label reads all N one per call
 MPSC_ASYNC = "mpsc_async"  # P producer tasks, CONSUMERS consumer tasks on an event loop
 WRITE_READ_ASYNC = "write_read_async"  # WRITE_READ with await
 ASYNC_KINDS = (MPSC_ASYNC, WRITE_READ_ASYNC)
+# JetStream kinds (bench/jetstream.py), each on R1 and R3 streams.
+JS_PUSH = "js_push"  # P tasks, each awaiting one push([x]) / js.publish at a time
+JS_BATCH = "js_batch"  # BATCH items per call: push(items) / one atomic batch publish
+JS_POP = "js_pop"  # N stored, then pop(BATCH) / fetch(BATCH) + ack()
+JS_RESERVE = "js_reserve"  # N stored, then reserve_batch(BATCH) + ack / fetch + ack_sync
+JETSTREAM_KINDS = (JS_PUSH, JS_BATCH, JS_POP, JS_RESERVE)
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,7 @@ class Workload:
     description: str
     labels: int = 0
     producers: int = 0
+    replicas: int = 0  # JetStream kinds: the stream's replicas (the server or the cluster)
 
     def runs_on(self, system: str) -> bool:
         """True if the system (or the system a baseline twin stands for) runs this workload."""
@@ -88,6 +99,31 @@ class Workload:
 
 FIFO_SYSTEMS = (OURS, OURS_SYNC, ROCKSQ)
 MPSC_SYSTEMS = (OURS, OURS_SYNC, OURS_NONBLOCKING, ROCKSQ)
+JS_SYSTEMS = (JS_OURS, JS_RAW)
+
+
+def jetstream_workloads() -> Iterator[Workload]:
+    """j1-j5, each on an R1 stream (one server) and an R3 stream (3-node cluster)."""
+    shapes = (
+        ("j1", JS_PUSH, "n/10", 1, "1 task awaiting each push([x]) / js.publish"),
+        ("j2", JS_PUSH, "n", 256, "256 tasks, each awaiting push([x]) / js.publish"),
+        ("j3", JS_BATCH, "n", 0, "100 items per call: push / atomic batch publish"),
+        ("j4", JS_POP, "n", 0, "pop(100) / fetch(100) + ack()"),
+        ("j5", JS_RESERVE, "n", 0, "reserve_batch(100) + ack / fetch(100) + ack_sync"),
+    )
+    for name, kind, count, producers, description in shapes:
+        for replicas in (1, 3):
+            yield Workload(
+                f"{name}_r{replicas}",
+                kind,
+                SMALL,
+                count,
+                JS_SYSTEMS,
+                f"JetStream R{replicas}: {description}",
+                producers=producers,
+                replicas=replicas,
+            )
+
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
@@ -143,6 +179,7 @@ WORKLOADS: dict[str, Workload] = {
             (OURS, OURS_SYNC, PQ_ASYNC),
             "w1 with N/10 and await, vs persist-queue AsyncSQLiteQueue",
         ),
+        *jetstream_workloads(),
     )
 }
 
@@ -150,6 +187,10 @@ WORKLOADS: dict[str, Workload] = {
 def api_of(kind: str, system: str) -> str:
     """The API a system uses for a kind of workload."""
     system = base_system(system)
+    if system == JS_OURS:
+        return "rocksq_aio (async, nats://)"
+    if system == JS_RAW:
+        return "nats-py (JetStream)"
     if system == ROCKSQ:
         return "rocksq.nonblocking" if kind == MPSC_ASYNC else "rocksq.blocking"
     if system == OURS_NONBLOCKING:

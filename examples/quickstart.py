@@ -2,6 +2,10 @@
 
 Run with ``make demo``; pass a directory to keep the queues there instead of a
 temporary directory. The same program runs on asyncio, uvloop and trio.
+
+Given a ``nats://`` URL instead (``make demo-cluster`` passes
+``nats://HOST1,HOST2,HOST3/?replicas=3``), the same code runs on a NATS JetStream
+cluster: only the queue paths change.
 """
 
 from __future__ import annotations
@@ -16,8 +20,16 @@ import rocksq_aio
 from rocksq_aio import StartPosition
 
 
-async def main(directory: str) -> None:
-    jobs_path = os.path.join(directory, "jobs")
+def queue_path(location: str, name: str) -> str:
+    """The path of queue ``name``: in a directory, or on the servers of a nats:// URL."""
+    if location.startswith(("nats://", "tls://")):
+        servers, _, options = location.partition("?")
+        return f"{servers.rstrip('/')}/{name}" + (f"?{options}" if options else "")
+    return os.path.join(location, name)
+
+
+async def main(location: str) -> None:
+    jobs_path = queue_path(location, "jobs")
     async with rocksq_aio.PersistentQueue(jobs_path, max_elements=1000) as jobs:
         await jobs.push([b"resize frame 1", b"resize frame 2", b"resize frame 3"])
         print("pushed 3 jobs, queue length", jobs.len)
@@ -39,7 +51,7 @@ async def main(directory: str) -> None:
             await anyio.sleep(0.01)
             await jobs.push([b"resize frame 4"])
 
-    events_path = os.path.join(directory, "events")
+    events_path = queue_path(location, "events")
     async with rocksq_aio.MpmcQueue(events_path, ttl=3600) as events:
         await events.add([b"camera-1 online", b"camera-2 online"])
         print("archiver reads", await events.next("archiver", StartPosition.Oldest, 10))

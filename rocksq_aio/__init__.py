@@ -18,6 +18,7 @@ from ._errors import (
     QueueFullError,
     QueueIOError,
     QueueLockedError,
+    QueueUnavailableError,
 )
 from ._types import StartPosition
 
@@ -34,6 +35,7 @@ __all__ = [
     "QueueFullError",
     "QueueIOError",
     "QueueLockedError",
+    "QueueUnavailableError",
     "StartPosition",
     "__version__",
     "remove_mpmc_queue",

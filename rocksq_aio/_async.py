@@ -26,8 +26,14 @@ from typing import Any, TypeVar
 import anyio
 
 from . import _dispatch, _engines, _validate
-from ._dispatch import Operation, Reservation, give_back_operation, settle_operation
-from ._engine import FifoEngine, MpmcEngine
+from ._dispatch import (
+    Operation,
+    OperationKind,
+    Reservation,
+    give_back_operation,
+    settle_operation,
+)
+from ._engine import Capabilities, FifoEngine, MpmcEngine
 from ._face import EngineProperties, EngineT
 from ._opening import OpenOnUse
 from ._options import (
@@ -52,15 +58,21 @@ def _deadline(timeout: float | None) -> float | None:
     return anyio.current_time() + max(0.0, timeout)
 
 
-async def _wait_until(arrival: anyio.Event, deadline: float | None) -> bool:
-    """Wait for ``arrival``; False if the deadline passed first."""
-    if deadline is None:
-        await arrival.wait()
-        return True
-    with anyio.move_on_at(deadline):
-        await arrival.wait()
-        return True
-    return False
+def _has_items(items: list[bytes]) -> bool:
+    return bool(items)
+
+
+def _reserved_some(reservation: Reservation) -> bool:
+    return bool(reservation.items)
+
+
+def _read_or_expired(result: tuple[list[bytes], bool]) -> bool:
+    return bool(result[0]) or result[1]
+
+
+def _read_or_expired_items(result: list[bytes] | tuple[list[bytes], bool]) -> bool:
+    """A pop's items or a next's (items, expired): something to hand on."""
+    return _read_or_expired(result) if isinstance(result, tuple) else bool(result)
 
 
 class _Held:
@@ -87,8 +99,10 @@ QueueT = TypeVar("QueueT", bound="_AsyncQueue[Any]")
 
 
 class _AsyncQueue(EngineProperties[EngineT]):
-    def __init__(self, opener: tuple[str, Callable[[], EngineT]], max_inflight: int) -> None:
-        path, open_engine = opener
+    def __init__(
+        self, opener: tuple[str, Callable[[], EngineT], Capabilities], max_inflight: int
+    ) -> None:
+        path, open_engine, capabilities = opener
         worker_ref: weakref.ref[Worker] | None = None
 
         def hand_over(engine: EngineT) -> None:
@@ -99,8 +113,13 @@ class _AsyncQueue(EngineProperties[EngineT]):
             if worker is not None:
                 worker.engine = engine
 
-        self._opening: OpenOnUse[EngineT] = OpenOnUse(path, open_engine, hand_over)
-        self._worker = Worker(self._opening, max_inflight)
+        self._opening: OpenOnUse[EngineT] = OpenOnUse(path, open_engine, hand_over, capabilities)
+        if capabilities.runs_on == "asyncio":
+            # An engine of coroutines (JetStream) opens through its own bridge
+            # thread and is performed by the worker directly: it opens now.
+            self._worker = Worker(self._opening.opened(), max_inflight)
+        else:
+            self._worker = Worker(self._opening, max_inflight)
         worker_ref = weakref.ref(self._worker)
         # Items that open iterators (items(), consume()) have read but not yet
         # yielded; closing the queue gives them back before the engine closes.
@@ -157,7 +176,14 @@ class _AsyncQueue(EngineProperties[EngineT]):
         remaining = bool(held.items)
         held.items.clear()
         held.read = None
-        if read is None or not remaining or self.closed:
+        if read is None or self.closed:
+            return None
+        if read.kind is OperationKind.RESERVE:
+            # Read ahead as a reservation (see items()): the yielded part is
+            # acked and the rest released, by one give-back.
+            if read.result is None or read.result.settled:
+                return None
+        elif not remaining:
             return None
         return give_back_operation(read, held.delivered)
 
@@ -168,15 +194,38 @@ class _AsyncQueue(EngineProperties[EngineT]):
             with anyio.CancelScope(shield=True):
                 await self._worker.give_back(give_back)
 
+    async def _refill(
+        self, held: _Held, build: Callable[[], Operation], reserving: bool
+    ) -> None:
+        """Read the next batch of an iterator into ``held``, waiting for one item.
+
+        ``reserving``: the batch is a reservation (on engines that cannot give
+        popped items back in front); the one before it, all yielded, is acked.
+        """
+        worker = self._worker
+        if reserving:
+            done = self._take_held(held)
+            self._held.add(held)
+            if done is not None:
+                with anyio.CancelScope(shield=True):
+                    await worker.give_back(done)
+            read, reservation = await worker.read_waiting(build, None, _reserved_some)
+            held.hold(read, reservation.items)
+            return
+        read, result = await worker.read_waiting(build, None, _read_or_expired_items)
+        held.hold(read, result[0] if isinstance(result, tuple) else result)
+
     async def aclose(self) -> None:
         """Give back read-ahead items, finish the operation in progress, release the queue."""
         with anyio.CancelScope(shield=True):
+            self._worker.stop_waiting()
             for held in list(self._held):
                 await self._release_held(held)
             await self._worker.aclose()
 
     def close(self) -> None:
         """Release the queue from synchronous code (from the event loop's thread, if any)."""
+        self._worker.stop_waiting()
         for held in list(self._held):
             give_back = self._take_held(held)
             if give_back is not None:
@@ -287,12 +336,11 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
         """
         _validate.positive_int(max_elements, "max_elements")  # before waiting
         deadline = _deadline(timeout)
-        worker = self._worker
-        while True:
-            arrival = worker.arrival_event()
-            items = await self.pop(max_elements)
-            if items or not await _wait_until(arrival, deadline):
-                return items
+        _read, items = await self._worker.read_waiting(
+            lambda: _dispatch.pop_operation(max_elements), deadline, _has_items
+        )
+        result: list[bytes] = items
+        return result
 
     @property
     def pending(self) -> int:
@@ -310,14 +358,10 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
         """
         _validate.positive_int(max_elements, "max_elements")  # before waiting
         deadline = _deadline(timeout)
-        worker = self._worker
-        while True:
-            arrival = worker.arrival_event()
-            reservation: Reservation = await worker.perform(
-                _dispatch.reserve_operation(max_elements)
-            )
-            if reservation.items or not await _wait_until(arrival, deadline):
-                return ReservedBatch(self, reservation)
+        _read, reservation = await self._worker.read_waiting(
+            lambda: _dispatch.reserve_operation(max_elements), deadline, _reserved_some
+        )
+        return ReservedBatch(self, reservation)
 
     @asynccontextmanager
     async def reserve(
@@ -339,21 +383,25 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
         """Yield items forever, waiting for new ones without polling.
 
         With ``batch_size`` > 1, items popped but not yet yielded when the
-        iteration stops (or the queue closes) are put back at the head.
+        iteration stops (or the queue closes) are put back at the head. On an
+        engine that cannot put popped items back in front
+        (``Capabilities.gives_back_in_front``), a batch is reserved instead and
+        acked once yielded, so the rest can be released to the head.
         """
         _validate.positive_int(batch_size, "batch_size")
         held = _Held()
         self._held.add(held)
-        worker = self._worker
+        reserving = batch_size > 1 and not self._engine.capabilities.gives_back_in_front
         try:
             while True:
                 if not held.items:
-                    arrival = worker.arrival_event()
-                    read = _dispatch.pop_operation(batch_size)
-                    items: list[bytes] = await worker.perform(read)
-                    if not items:
-                        await arrival.wait()
-                    held.hold(read, items)
+                    await self._refill(
+                        held,
+                        lambda: _dispatch.reserve_operation(batch_size)
+                        if reserving
+                        else _dispatch.pop_operation(batch_size),
+                        reserving,
+                    )
                     continue
                 yield held.take()
         finally:
@@ -431,12 +479,13 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
         """
         _dispatch.next_operation(label, start_position, max_elements)  # validates first
         deadline = _deadline(timeout)
-        worker = self._worker
-        while True:
-            arrival = worker.arrival_event()
-            items, expired = await self.next(label, start_position, max_elements)
-            if items or expired or not await _wait_until(arrival, deadline):
-                return items, expired
+        _read, result = await self._worker.read_waiting(
+            lambda: _dispatch.next_operation(label, start_position, max_elements),
+            deadline,
+            _read_or_expired,
+        )
+        read: tuple[list[bytes], bool] = result
+        return read
 
     def pending(self, label: str) -> int:
         """Items ``label`` reserved and has not acked or nacked yet."""
@@ -458,14 +507,12 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
         """
         _dispatch.next_operation(label, start_position, max_elements)  # validates first
         deadline = _deadline(timeout)
-        worker = self._worker
-        while True:
-            arrival = worker.arrival_event()
-            reservation: Reservation = await worker.perform(
-                _dispatch.reserve_label_operation(label, start_position, max_elements)
-            )
-            if reservation.items or not await _wait_until(arrival, deadline):
-                return ReservedBatch(self, reservation)
+        _read, reservation = await self._worker.read_waiting(
+            lambda: _dispatch.reserve_label_operation(label, start_position, max_elements),
+            deadline,
+            _reserved_some,
+        )
+        return ReservedBatch(self, reservation)
 
     @asynccontextmanager
     async def reserve(
@@ -494,16 +541,20 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
         _dispatch.next_operation(label, start_position, batch_size)  # validates first
         held = _Held()
         self._held.add(held)
-        worker = self._worker
+        # As in items(): a batch an engine cannot give back in front is reserved.
+        reserving = batch_size > 1 and not self._engine.capabilities.gives_back_in_front
         try:
             while True:
                 if not held.items:
-                    arrival = worker.arrival_event()
-                    read = _dispatch.next_operation(label, start_position, batch_size)
-                    items, _expired = await worker.perform(read)
-                    if not items:
-                        await arrival.wait()
-                    held.hold(read, items)
+                    await self._refill(
+                        held,
+                        lambda: _dispatch.reserve_label_operation(
+                            label, start_position, batch_size
+                        )
+                        if reserving
+                        else _dispatch.next_operation(label, start_position, batch_size),
+                        reserving,
+                    )
                     continue
                 yield held.take()
         finally:

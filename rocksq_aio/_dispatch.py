@@ -98,7 +98,17 @@ class Operation:
     from), so that it can give them back; the faces never read it.
     """
 
-    __slots__ = ("abandoned", "arguments", "error", "kind", "result", "size", "stage", "token")
+    __slots__ = (
+        "abandoned",
+        "arguments",
+        "error",
+        "kind",
+        "result",
+        "size",
+        "stage",
+        "token",
+        "wait",
+    )
 
     def __init__(self, kind: OperationKind, arguments: tuple[Any, ...], size: int = 0) -> None:
         self.kind = kind
@@ -109,6 +119,10 @@ class Operation:
         self.error: BaseException | None = None
         self.abandoned = False
         self.token: Any = None
+        self.wait = 0.0
+        """Seconds a read may wait at the server for its first item (``math.inf``:
+        until one comes). Set only for engines without ``local_arrivals``;
+        the others are woken by ``arrivals`` instead."""
 
     def outcome(self) -> Any:
         if self.error is not None:

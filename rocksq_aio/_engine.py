@@ -135,7 +135,16 @@ class MpmcEngine(QueueEngine, Protocol):
 class AsyncEngine(Protocol):
     """An engine whose I/O is natively asynchronous (``runs_on="asyncio"``)."""
 
+    @property
+    def parked(self) -> int:
+        """Reads waiting at the server for an element (not counted as in flight)."""
+        ...
+
     def perform(self, operation: Operation) -> Coroutine[Any, Any, Any]: ...
+
+    def stop_waiting(self) -> None:
+        """The queue is closing: waiting reads end (QueueClosedError), give-backs still run."""
+        ...
 
     def aclose(self) -> Coroutine[Any, Any, None]: ...
 

@@ -3,22 +3,25 @@
 * a plain path (``str`` or ``os.PathLike``) is a directory: the RocksDB engine;
 * ``memory://NAME`` is the in-memory engine: queues shared by name inside one
   process, gone when it exits (for unit tests and examples);
-* ``nats://...`` and ``tls://...`` are reserved for the NATS JetStream engine,
-  not part of this release: they raise ``ValueError`` instead of creating a
-  local directory named ``nats:``.
+* ``nats://HOSTS/NAME`` and ``tls://HOSTS/NAME`` are the NATS JetStream
+  engine (``rocksq_aio.jetstream``, the ``jetstream`` extra): the queue is a
+  stream on those servers.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TypeVar
 
 from . import _validate
-from ._engine import FifoEngine, MpmcEngine
+from ._engine import Capabilities, FifoEngine, MpmcEngine
 from ._options import FifoOptions, MpmcOptions
 
+EngineT = TypeVar("EngineT")
+
 MEMORY_SCHEME = "memory://"
-_RESERVED_SCHEMES = ("nats://", "tls://")
+_JETSTREAM_SCHEMES = ("nats://", "tls://")
 
 
 def _memory_name(path: object) -> str | None:
@@ -32,49 +35,69 @@ def _memory_name(path: object) -> str | None:
         if not name:
             raise ValueError("a memory:// path needs a queue name, e.g. memory://jobs")
         return name
-    if path.startswith(_RESERVED_SCHEMES):
-        raise ValueError(
-            f"{path.split('://', 1)[0]}:// paths name the NATS JetStream engine, "
-            "which this release of rocksq_aio does not include"
-        )
     scheme, separator, _rest = path.partition("://")
     if separator and scheme.isidentifier():
         raise ValueError(f"unknown queue path scheme {scheme + '://'!r} in {path!r}")
     return None
 
 
-def fifo_opener(path: object, options: FifoOptions) -> tuple[str, Callable[[], FifoEngine]]:
-    """Check ``path`` and ``options`` now; the engine opens when the callable is called.
+def _jetstream_path(path: object) -> str | None:
+    """``path`` if it names the JetStream engine, else None."""
+    if not (isinstance(path, str) and path.startswith(_JETSTREAM_SCHEMES)):
+        return None
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            f"{path.split('://', 1)[0]}:// paths need the JetStream engine's client: "
+            "pip install 'rocksq_aio[jetstream]'"
+        ) from None
+    return path
 
-    Returns the engine's ``path`` and its opener.
-    """
+
+Opener = tuple[str, Callable[[], EngineT], Capabilities]
+"""The engine's path, the call that opens it, and its capabilities (known before it opens)."""
+
+
+def fifo_opener(path: object, options: FifoOptions) -> Opener[FifoEngine]:
+    """Check ``path`` and ``options`` now; the engine opens when the callable is called."""
+    url = _jetstream_path(path)
+    if url is not None:
+        from . import jetstream
+
+        return url, lambda: jetstream.JetStreamFifo(url, options), jetstream.CAPABILITIES
     name = _memory_name(path)
     directory = _validate.queue_path(path) if name is None else ""
     options.capacity()  # what every in-process engine checks first, checked before the open
     options.local()
     if name is not None:
-        from .memory import MemoryFifo
+        from . import memory
 
-        return MEMORY_SCHEME + name, lambda: MemoryFifo(name, options)
-    from .rocksdb import RocksDBFifo
+        return MEMORY_SCHEME + name, lambda: memory.MemoryFifo(name, options), memory.CAPABILITIES
+    from . import rocksdb
 
-    return directory, lambda: RocksDBFifo(directory, options)
+    return directory, lambda: rocksdb.RocksDBFifo(directory, options), rocksdb.CAPABILITIES
 
 
-def mpmc_opener(path: object, options: MpmcOptions) -> tuple[str, Callable[[], MpmcEngine]]:
+def mpmc_opener(path: object, options: MpmcOptions) -> Opener[MpmcEngine]:
     """Like ``fifo_opener``, for an MPMC queue."""
+    url = _jetstream_path(path)
+    if url is not None:
+        from . import jetstream
+
+        return url, lambda: jetstream.JetStreamMpmc(url, options), jetstream.CAPABILITIES
     name = _memory_name(path)
     directory = _validate.queue_path(path) if name is None else ""
     options.ttl_seconds()
     options.time_source()
     options.local()
     if name is not None:
-        from .memory import MemoryMpmc
+        from . import memory
 
-        return MEMORY_SCHEME + name, lambda: MemoryMpmc(name, options)
-    from .rocksdb import RocksDBMpmc
+        return MEMORY_SCHEME + name, lambda: memory.MemoryMpmc(name, options), memory.CAPABILITIES
+    from . import rocksdb
 
-    return directory, lambda: RocksDBMpmc(directory, options)
+    return directory, lambda: rocksdb.RocksDBMpmc(directory, options), rocksdb.CAPABILITIES
 
 
 def open_fifo(path: object, options: FifoOptions) -> FifoEngine:
@@ -87,6 +110,12 @@ def open_mpmc(path: object, options: MpmcOptions) -> MpmcEngine:
 
 def remove(path: object) -> None:
     """Delete a closed queue and everything it stores."""
+    url = _jetstream_path(path)
+    if url is not None:
+        from .jetstream import remove as remove_stream
+
+        remove_stream(url)
+        return
     name = _memory_name(path)
     if name is not None:
         from .memory import remove as remove_memory_queue

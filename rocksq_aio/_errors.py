@@ -29,7 +29,7 @@ class QueueCorruptedError(QueueError):
 
 
 class QueueIOError(QueueError):
-    """RocksDB reported an I/O failure.
+    """The storage reported an I/O failure (RocksDB), or could not be reached (JetStream).
 
     A write that raised may or may not be on disk, so the handle refuses every
     further operation until the queue is closed and opened again, which rereads
@@ -43,4 +43,14 @@ class LeaseExpiredError(QueueError):
     Its lease ended before the ``ack``, ``nack`` or ``extend``: the queue gave
     its items back (a lease timeout, or the queue was closed and opened again
     since the reservation was made), so they may be with another consumer.
+    """
+
+
+class QueueUnavailableError(QueueIOError):
+    """A queue server could not be reached, or refused us, until the operation's deadline.
+
+    Raised by the JetStream engine after retrying through timeouts, leader
+    elections and lost connections for the path's ``timeout`` seconds, and at
+    open when no server answers or the credentials are refused. A push or add
+    that raised it may or may not have been stored.
     """

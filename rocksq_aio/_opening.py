@@ -39,8 +39,11 @@ class OpenOnUse(Generic[EngineT]):
         path: str,
         open_engine: Callable[[], EngineT],
         on_open: Callable[[EngineT], None],
+        capabilities: Capabilities,
     ) -> None:
         self.path = path
+        self._capabilities = capabilities
+        """The engine's, known before it opens (the worker reads them at once)."""
         self.engine: EngineT | None = None
         """The open engine, once open."""
         self._open_engine = open_engine
@@ -73,7 +76,7 @@ class OpenOnUse(Generic[EngineT]):
 
     @property
     def capabilities(self) -> Capabilities:
-        return self.opened().capabilities
+        return self._capabilities
 
     @property
     def closed(self) -> bool:

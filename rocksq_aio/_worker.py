@@ -20,12 +20,20 @@ Rules:
    a give-back it gets in return runs through this worker like any other
    operation, never on the event loop's thread.
 2. Waiters (``pop_wait``, iterators) are woken by ``arrivals``, the engine's
-   count of commits that made elements available, never by polling.
+   count of commits that made elements available, never by polling. An
+   engine without ``local_arrivals`` (elements come from other processes)
+   waits at its server instead: the read carries ``Operation.wait``.
+3. An engine that ``runs_on="asyncio"`` (``_engine.AsyncEngine``) is not
+   drained by the worker: async callers await its ``perform`` directly on
+   asyncio and uvloop, and through the bridge (``_bridge``) on trio; it
+   handles its callers' cancellation itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -35,9 +43,29 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from . import _bridge
 from ._dispatch import Operation, Stage
 from ._engine import QueueEngine
 from ._errors import QueueClosedError
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False  # trio
+    return True
+
+
+async def wait_until(arrival: anyio.Event, deadline: float | None) -> bool:
+    """Wait for ``arrival``; False if the deadline passed first."""
+    if deadline is None:
+        await arrival.wait()
+        return True
+    with anyio.move_on_at(deadline):
+        await arrival.wait()
+        return True
+    return False
 
 
 class _InflightSlots:
@@ -112,6 +140,9 @@ class Worker:
     def __init__(self, engine: QueueEngine, max_inflight: int) -> None:
         self.engine = engine
         self.max_inflight = max_inflight
+        capabilities = engine.capabilities
+        self._native: Any = engine if capabilities.runs_on == "asyncio" else None
+        self._local_arrivals = capabilities.local_arrivals
         # The async side. anyio primitives need a running event loop and
         # belong to it: made on first use, remade under another loop.
         self._loop: object = None
@@ -131,8 +162,9 @@ class Worker:
 
     @property
     def inflight(self) -> int:
-        """Operations submitted and not finished yet."""
-        return self._slots.total - self._slots.free + self._thread_inflight
+        """Operations submitted and not finished yet (reads parked at a server excluded)."""
+        parked = 0 if self._native is None else self._native.parked
+        return self._slots.total - self._slots.free + self._thread_inflight - parked
 
     # ------------------------------------------------------------ async callers
 
@@ -154,6 +186,12 @@ class Worker:
 
     async def perform(self, operation: Operation) -> Any:
         """Execute ``operation`` and return its result; a cancelled caller gives back."""
+        if self._native is not None:
+            await self._slots.acquire()
+            try:
+                return await self._perform_native(operation)
+            finally:
+                self._slots.release()
         slots = self._slots
         engine = self.engine
         await slots.acquire()
@@ -179,8 +217,42 @@ class Worker:
             slots.release()
         return operation.outcome()
 
+    async def _perform_native(self, operation: Operation) -> Any:
+        engine = self._native
+        if _on_asyncio():
+            return await engine.perform(operation)
+        return await _bridge.bridge().wait(lambda: engine.perform(operation))
+
+    async def read_waiting(
+        self,
+        build: Callable[[], Operation],
+        deadline: float | None,
+        found: Callable[[Any], bool],
+    ) -> tuple[Operation, Any]:
+        """Read (``build()``) until ``found(result)`` or the deadline; the last read and result.
+
+        The engine is always looked at once, even with a deadline passed.
+        """
+        if self._local_arrivals:
+            while True:
+                arrival = self.arrival_event()
+                read = build()
+                result = await self.perform(read)
+                if found(result) or not await wait_until(arrival, deadline):
+                    return read, result
+        while True:
+            read = build()
+            read.wait = math.inf if deadline is None else max(0.0, deadline - anyio.current_time())
+            result = await self.perform(read)
+            if found(result) or (deadline is not None and anyio.current_time() >= deadline):
+                return read, result
+
     async def give_back(self, give_back: Operation) -> None:
         """Run a give-back (shielded by the caller); it needs no in-flight slot."""
+        if self._native is not None:
+            with contextlib.suppress(QueueClosedError):
+                await self._perform_native(give_back)
+            return
         with contextlib.suppress(QueueClosedError):
             self.engine.submit(give_back)
             await self._complete(give_back)
@@ -231,9 +303,21 @@ class Worker:
             self._arrival.set()
             self._arrival = None
 
+    def stop_waiting(self) -> None:
+        """The queue is closing: reads waiting at a server end (the embedded engines'
+        waiters are woken by the close itself)."""
+        if self._native is not None:
+            self._native.stop_waiting()
+
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.engine.close, limiter=self.limiter())
+            engine = self._native
+            if engine is None:
+                await anyio.to_thread.run_sync(self.engine.close, limiter=self.limiter())
+            elif _on_asyncio():
+                await engine.aclose()
+            else:
+                await _bridge.bridge().wait(engine.aclose)
         self.wake_waiters()
 
     # ------------------------------------------------------------ nonblocking callers

@@ -27,6 +27,7 @@ from ._errors import (
     QueueFullError,
     QueueIOError,
     QueueLockedError,
+    QueueUnavailableError,
 )
 from ._face import EngineProperties, EngineT
 from ._options import (
@@ -50,6 +51,7 @@ __all__ = [
     "QueueFullError",
     "QueueIOError",
     "QueueLockedError",
+    "QueueUnavailableError",
     "ReservedBatch",
     "StartPosition",
 ]

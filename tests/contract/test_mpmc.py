@@ -15,6 +15,7 @@ from rocksq_aio.blocking import MpmcQueue
 
 from support.clock import FakeClock
 from support.closed import assert_closed_refuses
+from support.differences import NO_CLOCK
 from support.rocksdb import raw_database
 
 pytestmark = pytest.mark.contract
@@ -185,6 +186,7 @@ def test_new_label_newest_on_empty_queue_starts_at_next_added(
         assert queue.next("n", Newest, 10) == ([b"1", b"2"], False)
 
 
+@NO_CLOCK
 def test_new_label_newest_after_everything_expired(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
         queue.add([b"old"])
@@ -217,6 +219,7 @@ def test_accepts_rocksq_start_position(queue_path: str, clock: FakeClock) -> Non
 # ---------------------------------------------------------------- TTL
 
 
+@NO_CLOCK
 def test_ttl_expiry_and_the_expired_flag(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
         # "unread" exists before anything is added: it has read nothing.
@@ -243,6 +246,7 @@ def test_ttl_expiry_and_the_expired_flag(queue_path: str, clock: FakeClock) -> N
         assert queue.labels == ["all", "exact", "late", "partial", "unread"]
 
 
+@NO_CLOCK
 def test_ttl_expiry_during_next(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
         add_and_read(queue, one="reader", both="done")
@@ -260,6 +264,7 @@ def test_ttl_expiry_during_next(queue_path: str, clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize("cache_bytes", [0, 1 << 20])
+@NO_CLOCK
 def test_one_item_next_expires_first(queue_path: str, clock: FakeClock, cache_bytes: int) -> None:
     # next(label) of one item for a known label is the blocking face's
     # shortcut: it must still expire what is due before it reads.
@@ -274,6 +279,7 @@ def test_one_item_next_expires_first(queue_path: str, clock: FakeClock, cache_by
         assert queue.next("reader") == ([], False)
 
 
+@NO_CLOCK
 def test_elements_younger_than_ttl_stay(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
         queue.add([b"a"])
@@ -287,6 +293,7 @@ def test_elements_younger_than_ttl_stay(queue_path: str, clock: FakeClock) -> No
         assert queue.next("s", max_elements=10) == ([b"b", b"c"], False)
 
 
+@NO_CLOCK
 def test_fractional_ttl(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 1.5, clock=clock) as queue:
         queue.add([b"a"])
@@ -298,6 +305,7 @@ def test_fractional_ttl(queue_path: str, clock: FakeClock) -> None:
         assert queue.len == 1
 
 
+@NO_CLOCK
 def test_sub_millisecond_ttl_still_expires(queue_path: str, clock: FakeClock) -> None:
     """A positive ttl must expire elements; only 0 means never."""
     with MpmcQueue(queue_path, 0.0004, clock=clock) as queue:
@@ -322,6 +330,7 @@ def test_ttl_zero_never_expires(queue_path: str, clock: FakeClock) -> None:
         assert queue.len == 3
 
 
+@NO_CLOCK
 def test_labels_and_positions_never_expire(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 1, clock=clock) as queue:
         queue.add([b"a", b"b"])
@@ -344,6 +353,7 @@ def test_labels_and_positions_never_expire(queue_path: str, clock: FakeClock) ->
         assert queue.next("fresh-newest", Oldest, 10) == ([b"d"], True)
 
 
+@NO_CLOCK
 def test_expired_flag_persists_across_reopen(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
         add_and_read(queue, one="r", both="all")
@@ -358,6 +368,7 @@ def test_expired_flag_persists_across_reopen(queue_path: str, clock: FakeClock) 
         assert queue.next("r", max_elements=10) == ([], False)
 
 
+@NO_CLOCK
 def test_expiry_is_detected_after_reopen(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
         queue.add([b"a"])
@@ -369,6 +380,7 @@ def test_expiry_is_detected_after_reopen(queue_path: str, clock: FakeClock) -> N
         assert queue.len == 1
 
 
+@NO_CLOCK
 def test_clock_going_backwards(queue_path: str, clock: FakeClock) -> None:
     start = clock.now
     with MpmcQueue(queue_path, 100, clock=clock) as queue:

@@ -26,6 +26,7 @@ from rocksq_aio.nonblocking import (
 )
 
 from support.clock import FakeClock
+from support.differences import GATED_WORKER
 from support.nonblocking import GatedClock, fifo, items
 
 pytestmark = pytest.mark.contract
@@ -128,6 +129,7 @@ def test_try_get_returns_the_result_once_ready(queue_path: str) -> None:
         assert variant.data == [b"a"]
 
 
+@GATED_WORKER
 def test_try_get_is_none_until_ready(queue_path: str, gated_clock: GatedClock) -> None:
     with MpmcQueue(queue_path, 0, 10, clock=gated_clock) as queue:
         added = queue.add([b"a", b"b"])

@@ -10,6 +10,7 @@ from rocksq_aio import StartPosition
 from rocksq_aio.nonblocking import MpmcQueue, MpmcResponse, MpmcResponseVariant
 
 from support.clock import FakeClock
+from support.differences import NO_CLOCK
 from support.nonblocking import items
 
 pytestmark = pytest.mark.contract
@@ -117,6 +118,7 @@ def test_mpmc_remove_label(queue_path: str, clock: FakeClock) -> None:
         assert queue.next("r", Oldest, 5).get().data == ([b"a", b"b"], False)
 
 
+@NO_CLOCK
 def test_mpmc_ttl_expiry(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, 10, clock=clock) as queue:
         queue.add([b"a", b"b"]).get()
@@ -137,6 +139,7 @@ def test_mpmc_ttl_expiry(queue_path: str, clock: FakeClock) -> None:
         assert queue.next("behind", Oldest, 10).get().data == ([b"d"], False)
 
 
+@NO_CLOCK
 def test_mpmc_expired_flag_reported_once(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, 10, clock=clock) as queue:
         queue.add([b"a", b"b"])

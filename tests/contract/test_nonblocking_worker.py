@@ -16,6 +16,7 @@ import pytest
 from rocksq_aio import StartPosition
 from rocksq_aio.nonblocking import MpmcQueue, MpmcResponse, PersistentQueueWithCapacity
 
+from support.differences import GATED_WORKER
 from support.nonblocking import GATE_TIMEOUT, GatedClock, fifo, items
 
 pytestmark = pytest.mark.contract
@@ -124,6 +125,7 @@ def test_calls_beyond_max_inflight_ops_block_and_all_complete(queue_path: str) -
         assert mine == [f"t{n}-{i}".encode() for i in range(per_thread)]
 
 
+@GATED_WORKER
 def test_caller_blocks_while_max_inflight_ops_are_running(
     queue_path: str, gated_clock: GatedClock
 ) -> None:

@@ -309,7 +309,8 @@ async def test_three_faces_give_identical_transcripts(queue_path: str) -> None:
 
 
 def test_every_face_shows_the_capabilities_of_the_engine_its_path_names(queue_path: str) -> None:
-    expected = "memory" if queue_path.startswith("memory://") else "rocksdb"
+    scheme = queue_path.partition("://")[0] if "://" in queue_path else ""
+    expected = {"memory": "memory", "nats": "jetstream", "tls": "jetstream"}.get(scheme, "rocksdb")
     opened = [
         blocking.PersistentQueueWithCapacity(sibling_path(queue_path, "b"), CAPACITY),
         nonblocking.PersistentQueueWithCapacity(sibling_path(queue_path, "n"), CAPACITY),

@@ -14,6 +14,7 @@ import pytest
 from rocksq_aio import PersistentQueue
 from rocksq_aio.blocking import PersistentQueueWithCapacity
 
+from support.differences import NACK_ORDER, round_trip_scale
 from support.processes import kill_when_ready
 
 pytestmark = pytest.mark.contract
@@ -165,6 +166,7 @@ async def test_cancelled_reservations_never_lose_an_item(
     # A trio thread hop takes longer here: with asyncio's timeouts nearly every
     # reservation was cancelled, and the run took 20-70 s instead of ~1.
     unit = 0.002 if anyio_backend_name == "trio" else 0.0005
+    unit *= round_trip_scale(queue_path)
     processed: list[bytes] = []
     async with PersistentQueue(queue_path) as queue:
         await queue.push(pushed)
@@ -204,6 +206,7 @@ def test_a_push_grouped_with_a_later_ack_wakes_waiters(queue_path: str) -> None:
 
 
 @pytest.mark.parametrize("cache_bytes", [0, 10, 8 << 20])
+@NACK_ORDER
 def test_random_reservations_match_a_model(queue_path: str, cache_bytes: int) -> None:
     """Reserve, acknowledge and release in random order, also inside one group commit."""
     import random
@@ -255,6 +258,7 @@ def test_random_reservations_match_a_model(queue_path: str, cache_bytes: int) ->
 # ---------------------------------------------------------------- MPMC
 
 
+@NACK_ORDER
 def test_mpmc_reserve_acknowledged_moves_on_released_comes_back(queue_path: str) -> None:
     from rocksq_aio.blocking import MpmcQueue
 
@@ -273,6 +277,7 @@ def test_mpmc_reserve_acknowledged_moves_on_released_comes_back(queue_path: str)
         assert queue.next("other", max_elements=ALL) == ([b"a", b"b", b"c", b"d"], False)
 
 
+@NACK_ORDER
 def test_mpmc_unacknowledged_items_are_redelivered_after_reopening(queue_path: str) -> None:
     from rocksq_aio.blocking import MpmcQueue
 
@@ -322,6 +327,7 @@ async def test_mpmc_async_reserve_with_cancellation_delivers_every_item(
     # trio's thread hops are slower: with asyncio's timeouts nearly every
     # reservation would be cancelled, and the test would take minutes.
     unit = 0.002 if anyio_backend_name == "trio" else 0.0005
+    unit *= round_trip_scale(queue_path)
     added = [b"%04d" % number for number in range(120)]
     processed: list[bytes] = []
     async with MpmcQueue(queue_path, 0) as queue:

@@ -36,6 +36,16 @@ def record_submits(
     """Record every operation the async face hands to the queue's core from now on."""
     core: Any = queue._engine
     submitted: list[Operation] = []
+    if core.capabilities.runs_on == "asyncio":
+        # An engine whose I/O is asyncio is handed operations by perform().
+        real_perform: Callable[[Operation], Any] = core.perform
+
+        def perform(operation: Operation) -> Any:
+            submitted.append(operation)
+            return real_perform(operation)
+
+        monkeypatch.setattr(core, "perform", perform)
+        return submitted
     real_submit: Callable[[Operation], None] = core.submit
 
     def submit(operation: Operation) -> None:

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import rocksq_aio
 
-ENGINES = ("rocksdb", "memory")
-"""The engines contract tests run on (the ``queue_path`` fixture)."""
+ENGINES = ("rocksdb", "memory", "jetstream")
+"""The engines contract tests run on (the ``queue_path`` fixture; JetStream on a
+server the session starts, see conftest)."""
 
 
 @contextlib.contextmanager
