@@ -20,12 +20,15 @@ from hypothesis import strategies as st
 import rocksq_aio
 from rocksq_aio.blocking import LeaseExpiredError, PersistentQueueWithCapacity, ReservedBatch
 
+from support.differences import LEASE_OUTLIVES_HANDLE
+
 pytestmark = pytest.mark.contract
 
 ALL = 1_000_000
 A, B, C, D, E = b"a", b"b", b"c", b"d", b"e"
 
 
+@LEASE_OUTLIVES_HANDLE
 def test_a_nack_under_a_later_lease_loses_nothing_at_reopen(queue_path: str) -> None:
     with PersistentQueueWithCapacity(queue_path) as queue:
         queue.push([A, B, C, D, E])
@@ -57,6 +60,7 @@ def test_an_ack_of_one_reservation_keeps_the_lease_of_another_on_the_same_index(
         assert reopened.pop(ALL) == [A, B, E]
 
 
+@LEASE_OUTLIVES_HANDLE
 def test_reservations_left_at_close_come_back_oldest_first(queue_path: str) -> None:
     with PersistentQueueWithCapacity(queue_path) as queue:
         queue.push([A, B, C, D, E])
@@ -110,6 +114,7 @@ def fresh_queue(base: str) -> Iterator[str]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(steps=STEPS)
+@LEASE_OUTLIVES_HANDLE
 def test_reservations_nacks_and_reopens_deliver_every_item_exactly_once(
     queue_path: str, steps: list[tuple[Any, ...]]
 ) -> None:
@@ -210,6 +215,7 @@ def settle_on(queue: Any, batch: Any, *, ack: bool) -> None:
     queue._engine.run(settle_operation(batch._reservation, ack=ack))
 
 
+@LEASE_OUTLIVES_HANDLE
 def test_settling_a_reservation_from_before_a_reopen_is_refused_and_changes_nothing(
     queue_path: str,
 ) -> None:
@@ -233,6 +239,7 @@ def test_settling_a_reservation_from_before_a_reopen_is_refused_and_changes_noth
         assert again.pop(ALL) == [A, B, C, D]
 
 
+@LEASE_OUTLIVES_HANDLE
 def test_a_stale_nack_on_a_queue_reopened_empty_delivers_nothing_twice(queue_path: str) -> None:
     queue = PersistentQueueWithCapacity(queue_path)
     queue.push([A, B])
@@ -245,6 +252,7 @@ def test_a_stale_nack_on_a_queue_reopened_empty_delivers_nothing_twice(queue_pat
         assert (reopened.len, reopened.pending, reopened.pop(ALL)) == (0, 0, [])
 
 
+@LEASE_OUTLIVES_HANDLE
 def test_a_stale_nack_below_the_first_index_is_refused(queue_path: str) -> None:
     queue = PersistentQueueWithCapacity(queue_path)
     queue.push([A, B, C])
@@ -256,6 +264,7 @@ def test_a_stale_nack_below_the_first_index_is_refused(queue_path: str) -> None:
         assert reopened.pop(ALL) == [A, B, C]
 
 
+@LEASE_OUTLIVES_HANDLE
 def test_a_refused_settle_fails_alone_in_its_group(queue_path: str) -> None:
     from rocksq_aio._dispatch import pop_operation, push_operation, settle_operation
 
@@ -279,6 +288,7 @@ def test_a_refused_settle_fails_alone_in_its_group(queue_path: str) -> None:
         assert operations[2].outcome() == [A, B]
 
 
+@LEASE_OUTLIVES_HANDLE
 def test_mpmc_settling_a_reservation_from_before_a_reopen_is_refused(queue_path: str) -> None:
     from rocksq_aio.blocking import MpmcQueue
 

@@ -14,9 +14,12 @@ import pytest
 
 from rocksq_aio import MpmcQueue, PersistentQueue, QueueClosedError, QueueLockedError
 
+from support.differences import OPENS_AT_ONCE
+
 pytestmark = [pytest.mark.anyio, pytest.mark.contract]
 
 
+@OPENS_AT_ONCE
 async def test_the_constructor_opens_nothing(queue_path: str) -> None:
     unopened = PersistentQueue(queue_path)
     # The path is free: another queue opens it.
@@ -37,6 +40,7 @@ async def test_a_directory_is_created_only_when_the_queue_opens(queue_path: str)
     await queue.aclose()
 
 
+@OPENS_AT_ONCE
 async def test_a_failed_open_is_tried_again_by_the_next_operation(queue_path: str) -> None:
     queue = PersistentQueue(queue_path)
     holder = PersistentQueue(queue_path)
@@ -70,6 +74,7 @@ async def test_operations_awaited_together_share_one_open(queue_path: str) -> No
     await queue.aclose()
 
 
+@OPENS_AT_ONCE
 async def test_async_with_that_fails_to_open_leaves_the_queue_closed(queue_path: str) -> None:
     async with PersistentQueue(queue_path) as holder:
         second = PersistentQueue(queue_path)
@@ -81,6 +86,7 @@ async def test_async_with_that_fails_to_open_leaves_the_queue_closed(queue_path:
         assert await holder.pop() == [b"undisturbed"]
 
 
+@OPENS_AT_ONCE
 async def test_async_with_cancelled_while_opening_leaves_the_queue_closed(
     queue_path: str,
 ) -> None:
@@ -94,6 +100,7 @@ async def test_async_with_cancelled_while_opening_leaves_the_queue_closed(
         await again.push([b"x"])
 
 
+@OPENS_AT_ONCE
 async def test_closing_a_queue_that_never_opened_opens_nothing(queue_path: str) -> None:
     async with PersistentQueue(queue_path) as holder:
         never_opened = PersistentQueue(queue_path)
@@ -116,6 +123,7 @@ async def test_a_property_read_before_the_first_await_opens_in_place(queue_path:
     await reopened.aclose()
 
 
+@OPENS_AT_ONCE
 async def test_the_mpmc_queue_opens_the_same_way(queue_path: str) -> None:
     queue = MpmcQueue(queue_path, ttl=0)
     async with MpmcQueue(queue_path, ttl=0) as holder:

@@ -24,6 +24,7 @@ import rocksq_aio
 from rocksq_aio import StartPosition, blocking, nonblocking
 
 from support.clock import FakeClock
+from support.differences import NO_CLOCK
 from support.paths import sibling_path
 
 pytestmark = pytest.mark.contract
@@ -261,22 +262,26 @@ def test_expected_transcript_is_well_formed() -> None:
     assert {Oldest, Newest} <= starts
 
 
+@NO_CLOCK
 def test_blocking_face_gives_the_expected_transcript(queue_path: str) -> None:
     paths = queue_paths(queue_path, "b")
     assert_matches_expected(blocking_transcript(paths), "blocking")
 
 
+@NO_CLOCK
 def test_nonblocking_face_gives_the_expected_transcript(queue_path: str) -> None:
     paths = queue_paths(queue_path, "n")
     assert_matches_expected(nonblocking_transcript(paths), "nonblocking")
 
 
 @pytest.mark.anyio
+@NO_CLOCK
 async def test_async_face_gives_the_expected_transcript(queue_path: str) -> None:
     assert_matches_expected(await async_transcript(queue_paths(queue_path, "a")), "async")
 
 
 @pytest.mark.anyio
+@NO_CLOCK
 async def test_three_faces_give_identical_transcripts(queue_path: str) -> None:
     # Blocking and nonblocking run in a worker thread: Response.get() is
     # refused on the event loop's thread.

@@ -21,6 +21,7 @@ import pytest_asyncio
 
 from rocksq_aio import MpmcQueue, PersistentQueue, QueueClosedError, QueueLockedError
 
+from support.differences import NO_LOCK
 from support.paths import ENGINES, new_queue_path
 
 pytestmark = pytest.mark.contract
@@ -106,6 +107,7 @@ async def test_labels_read_concurrently_from_an_mpmc_fixture(mpmc: MpmcQueue) ->
 
 
 @pytest.mark.asyncio
+@NO_LOCK
 async def test_a_second_open_of_a_fixtures_queue_fails_at_its_first_await(
     queue: PersistentQueue,
 ) -> None:

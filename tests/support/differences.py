@@ -47,3 +47,20 @@ ENGINE_THREAD = pytest.mark.not_on(
     "the JetStream engine runs its operations on the event loop (a cancelled read releases "
     "what it was handed: the random cancellation tests of this module run on it)",
 )
+
+
+OPENS_AT_ONCE = pytest.mark.not_on(
+    "jetstream",
+    reason="an async JetStream queue opens in its constructor (its engine performs coroutines "
+    "on the caller's loop, through no worker thread), not at the first await",
+)
+NO_LOCK = pytest.mark.not_on(
+    "jetstream",
+    reason="no lock error: on a server, a queue is shared by every handle on its path",
+)
+LEASE_OUTLIVES_HANDLE = pytest.mark.not_on(
+    "jetstream",
+    reason="a JetStream lease belongs to the server, not to the handle: unsettled items come "
+    "back after ack_wait, not at the next open, and a reservation can be settled from any "
+    "handle until then (tests/jetstream/test_engine_reserve.py)",
+)
