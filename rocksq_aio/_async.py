@@ -19,7 +19,13 @@ from typing import Any
 import anyio
 
 from . import _dispatch, _engines, _validate
-from ._dispatch import Operation, Reservation, give_back_operation, settle_operation
+from ._dispatch import (
+    Operation,
+    Reservation,
+    extend_operation,
+    give_back_operation,
+    settle_operation,
+)
 from ._engine import FifoEngine, MpmcEngine
 from ._face import EngineProperties, EngineT
 from ._options import (
@@ -42,17 +48,6 @@ def _deadline(timeout: float | None) -> float | None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
         raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
     return anyio.current_time() + max(0.0, timeout)
-
-
-async def _wait_until(arrival: anyio.Event, deadline: float | None) -> bool:
-    """Wait for ``arrival``; False if the deadline passed first."""
-    if deadline is None:
-        await arrival.wait()
-        return True
-    with anyio.move_on_at(deadline):
-        await arrival.wait()
-        return True
-    return False
 
 
 class _Held:
@@ -170,6 +165,14 @@ class ReservedBatch:
         """The items were not processed: they are delivered again, first."""
         await self._queue._perform(settle_operation(self._reservation, ack=False))
 
+    async def extend(self) -> None:
+        """Renew the lease for another ``lease_timeout`` (a heartbeat of a long job).
+
+        ``ack``, ``nack`` and ``extend`` raise LeaseExpiredError, changing
+        nothing, once the lease has expired: the items went back to the queue.
+        """
+        await self._queue._perform(extend_operation(self._reservation))
+
 
 class PersistentQueue(_AsyncQueue[FifoEngine]):
     """A persistent FIFO queue of bytes for async code (asyncio, uvloop, trio).
@@ -187,6 +190,9 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
+        clock: Clock | None = None,
+        lease_timeout: float | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         options = FifoOptions.from_arguments(locals())
         inflight = options.inflight_limit()
@@ -223,7 +229,7 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
         while True:
             arrival = worker.arrival_event()
             items = await self.pop(max_elements)
-            if items or not await _wait_until(arrival, deadline):
+            if items or not await worker.wait_for_arrival(arrival, deadline):
                 return items
 
     @property
@@ -248,7 +254,7 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
             reservation: Reservation = await worker.perform(
                 _dispatch.reserve_operation(max_elements)
             )
-            if reservation.items or not await _wait_until(arrival, deadline):
+            if reservation.items or not await worker.wait_for_arrival(arrival, deadline):
                 return ReservedBatch(self, reservation)
 
     @asynccontextmanager
@@ -284,7 +290,7 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
                     read = _dispatch.pop_operation(batch_size)
                     items: list[bytes] = await worker.perform(read)
                     if not items:
-                        await arrival.wait()
+                        await worker.wait_for_arrival(arrival, None)
                     held.hold(read, items)
                     continue
                 yield held.take()
@@ -309,6 +315,8 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
         clock: Clock | None = None,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        lease_timeout: float | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         options = MpmcOptions.from_arguments(locals())
         inflight = options.inflight_limit()
@@ -365,7 +373,7 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
         while True:
             arrival = worker.arrival_event()
             items, expired = await self.next(label, start_position, max_elements)
-            if items or expired or not await _wait_until(arrival, deadline):
+            if items or expired or not await worker.wait_for_arrival(arrival, deadline):
                 return items, expired
 
     def pending(self, label: str) -> int:
@@ -394,7 +402,7 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
             reservation: Reservation = await worker.perform(
                 _dispatch.reserve_label_operation(label, start_position, max_elements)
             )
-            if reservation.items or not await _wait_until(arrival, deadline):
+            if reservation.items or not await worker.wait_for_arrival(arrival, deadline):
                 return ReservedBatch(self, reservation)
 
     @asynccontextmanager
@@ -432,7 +440,7 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
                     read = _dispatch.next_operation(label, start_position, batch_size)
                     items, _expired = await worker.perform(read)
                     if not items:
-                        await arrival.wait()
+                        await worker.wait_for_arrival(arrival, None)
                     held.hold(read, items)
                     continue
                 yield held.take()

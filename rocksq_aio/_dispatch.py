@@ -20,7 +20,8 @@ Rules (the engines and the faces rely on them):
    when its caller stops waiting. Settling a reservation made by another
    open of the queue (its ``generation`` differs) is refused with
    ``LeaseExpiredError`` and changes nothing: the reopen gave its items back.
-   The refusal is the settle's own error; the rest of its group goes on.
+   So is settling (or extending) one whose lease expired (``_leases``). The
+   refusal is that operation's own error; the rest of its group goes on.
 5. A give-back is an operation like any other, executed by the worker (never
    on an event loop's thread), in a group of its own.
 """
@@ -48,6 +49,7 @@ class OperationKind(enum.Enum):
     RESERVE = "reserve"
     ACK = "ack"
     NACK = "nack"
+    EXTEND = "extend"
     GIVE_BACK = "give_back"
 
 
@@ -169,6 +171,11 @@ def remove_label_operation(label: object) -> Operation:
 
 def settle_operation(reservation: Reservation, *, ack: bool) -> Operation:
     return Operation(OperationKind.ACK if ack else OperationKind.NACK, (reservation,))
+
+
+def extend_operation(reservation: Reservation) -> Operation:
+    """Renew ``reservation``'s lease for another ``lease_timeout``."""
+    return Operation(OperationKind.EXTEND, (reservation,))
 
 
 def give_back_operation(read: Operation, delivered: int = 0) -> Operation:

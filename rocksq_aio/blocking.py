@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from . import _dispatch, _engines
-from ._dispatch import Reservation, settle_operation
+from ._dispatch import Reservation, extend_operation, settle_operation
 from ._engine import FifoEngine, MpmcEngine, QueueEngine
 from ._errors import (
     LeaseExpiredError,
@@ -78,6 +78,14 @@ class ReservedBatch:
         """The items were not processed: they are delivered again, first."""
         self._engine.run(settle_operation(self._reservation, ack=False))
 
+    def extend(self) -> None:
+        """Renew the lease for another ``lease_timeout`` (a heartbeat of a long job).
+
+        ``ack``, ``nack`` and ``extend`` raise LeaseExpiredError, changing
+        nothing, once the lease has expired: the items went back to the queue.
+        """
+        self._engine.run(extend_operation(self._reservation))
+
 
 @contextmanager
 def _settled(batch: ReservedBatch) -> Iterator[list[bytes]]:
@@ -108,6 +116,9 @@ class PersistentQueueWithCapacity(_BlockingQueue[FifoEngine]):
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
+        clock: Clock | None = None,
+        lease_timeout: float | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         options = FifoOptions.from_arguments(locals())
         engine = self._engine = _engines.open_fifo(path, options)
@@ -172,6 +183,8 @@ class MpmcQueue(_BlockingQueue[MpmcEngine]):
         clock: Clock | None = None,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        lease_timeout: float | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         options = MpmcOptions.from_arguments(locals())
         engine = self._engine = _engines.open_mpmc(path, options)

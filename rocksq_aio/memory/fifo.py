@@ -16,6 +16,7 @@ from collections import deque
 from .. import _validate
 from .._dispatch import Operation, OperationKind, Reservation, pop_operation, push_operation
 from .._errors import LeaseExpiredError, QueueFullError
+from .._leases import LeaseTable
 from .._options import FifoOptions
 from .base import MemoryQueue
 
@@ -89,6 +90,8 @@ class MemoryFifo(MemoryQueue):
         # Validated in the RocksDB engine's order, so a bad argument raises the same error.
         self.max_elements = options.capacity()
         local = options.local()  # sync, cache_bytes, directory_mode: validated, unused
+        self._leases: LeaseTable[Reservation] = LeaseTable(options.leases())
+        self._clock = options.time_source()
         super().__init__(name, "FIFO", local.batch_bytes)
         try:
             stored = self._slot.data
@@ -129,6 +132,7 @@ class MemoryFifo(MemoryQueue):
         """Items reserved and not yet acked or nacked."""
         return self._reserved_count
 
+
     # ------------------------------------------------------------ blocking face
 
     def push(self, items: object, no_gil: object = True) -> None:
@@ -139,7 +143,7 @@ class MemoryFifo(MemoryQueue):
         if no_gil is not True and no_gil is not False:
             _validate.flag(no_gil, "no_gil")
         operation = push_operation(items)
-        if not operation.arguments[0]:
+        if not operation.arguments[0] and not self._leases.due_now():
             # The RocksDB engine's blocking push returns before the capacity
             # check: an empty push succeeds even on a queue reopened with a
             # capacity below its length (a push operation in a group fails).
@@ -164,6 +168,10 @@ class MemoryFifo(MemoryQueue):
         # alone), so changing the store in place commits as RocksDB does.
         store = self._store
         capacity = self.max_elements
+        leases = self._leases
+        now = leases.now()
+        if leases.due(now):
+            self._release_locked([reservation for _number, reservation in leases.take_expired(now)])
         reservations: list[Reservation] = []
         pushed = False
         for operation in group:
@@ -188,7 +196,13 @@ class MemoryFifo(MemoryQueue):
                 for index, value in enumerate(values, head):
                     store.leased[number, index] = value
                 operation.result = reservation
-                reservations.append(reservation)
+                if values:
+                    reservations.append(reservation)
+            elif kind is OperationKind.EXTEND:
+                try:
+                    self._extend_locked(operation.arguments[0], now)
+                except LeaseExpiredError as refusal:
+                    operation.error = refusal
             else:
                 try:
                     self._settle_locked(operation.arguments[0], kind)
@@ -196,7 +210,9 @@ class MemoryFifo(MemoryQueue):
                     operation.error = refusal  # changed nothing; the group goes on
         if pushed:
             self.arrivals += 1
-        self._reserved_count += sum(len(reservation.items) for reservation in reservations)
+        for reservation in reservations:
+            leases.add(reservation.token[0], reservation, now)
+            self._reserved_count += len(reservation.items)
 
     def _take(self, limit: int) -> list[bytes]:
         store = self._store
@@ -210,17 +226,28 @@ class MemoryFifo(MemoryQueue):
         if reservation.settled or not reservation.items:
             reservation.settled = True
             return
-        self.check_settle(reservation)
-        store = self._store
-        number, first = reservation.token
+        self._check_lease(reservation)
         if kind is OperationKind.NACK:
-            store.give_back(reservation.items)  # may raise: then nothing changed
-        for index in range(first, first + len(reservation.items)):
-            store.leased.pop((number, index), None)
+            self._release_locked([reservation])
+        else:
+            self._forget_leases(reservation)
+            self._reserved_count -= len(reservation.items)
+        self._leases.pop(reservation.token[0])
         reservation.settled = True
-        self._reserved_count -= len(reservation.items)
-        if kind is OperationKind.NACK:
-            self.arrivals += 1
+
+    def _forget_leases(self, reservation: Reservation) -> None:
+        number, first = reservation.token
+        for index in range(first, first + len(reservation.items)):
+            del self._store.leased[number, index]
+
+    def _release_locked(self, released: list[Reservation]) -> None:
+        """Give back reservations together, the first in front (RocksDB's plan_fifo_release)."""
+        items = [item for reservation in released for item in reservation.items]
+        self._store.give_back(items)
+        for reservation in released:
+            self._forget_leases(reservation)
+        self._reserved_count -= len(items)
+        self.arrivals += 1
 
     def _give_back_locked(self, read: Operation, delivered: int) -> None:
         if read.kind is OperationKind.POP and read.result:

@@ -13,7 +13,7 @@ import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from .. import _validate
 from .._dispatch import (
@@ -25,6 +25,7 @@ from .._dispatch import (
     remove_label_operation,
 )
 from .._errors import LeaseExpiredError
+from .._leases import LeaseTable
 from .._options import MpmcOptions
 from .._types import StartPosition
 from .base import MemoryQueue
@@ -89,6 +90,7 @@ class MemoryMpmc(MemoryQueue):
         self.ttl = options.ttl_seconds()
         self._clock = options.time_source()
         local = options.local()  # sync, cache_bytes, directory_mode: validated, unused
+        self._leases: LeaseTable[Reservation] = LeaseTable(options.leases())
         # Rounded up, so that a TTL under a millisecond still expires.
         self._ttl_ms = math.ceil(self.ttl * 1000)
         # Numbered per handle, as on RocksDB: a reopen gives every earlier one back.
@@ -190,6 +192,11 @@ class MemoryMpmc(MemoryQueue):
         added = False
         settles = (OperationKind.ACK, OperationKind.NACK)
         self._expire(now_ms)
+        leases = self._leases
+        now = leases.now()
+        if leases.due(now):
+            self._release([reservation for _number, reservation in leases.take_expired(now)])
+        reserved: list[Reservation] = []
         for operation in group:
             kind = operation.kind
             if kind is OperationKind.ADD:
@@ -208,22 +215,31 @@ class MemoryMpmc(MemoryQueue):
                 label = operation.arguments[0]
                 # A reserve clears the expiry report without making it, as on RocksDB.
                 items, _expired, _start = self._read(operation.arguments)
-                key = (label, next(self._reservation_numbers))
+                number = next(self._reservation_numbers)
+                reservation = Reservation(items, (number, label), self.generation, label)
                 if items:
-                    store.leased[key] = items
+                    store.leased[label, number] = items
                     self._reserved_counts[label] = self._reserved_counts.get(label, 0) + len(items)
-                operation.result = Reservation(items, key, self.generation, label)
+                    reserved.append(reservation)
+                operation.result = reservation
             elif kind in settles:
                 try:
                     self._settle_locked(operation.arguments[0], kind)
                 except LeaseExpiredError as refusal:
                     operation.error = refusal  # changed nothing; the group goes on
+            elif kind is OperationKind.EXTEND:
+                try:
+                    self._extend_locked(operation.arguments[0], now)
+                except LeaseExpiredError as refusal:
+                    operation.error = refusal
             else:
                 label = operation.arguments[0]
                 operation.result = store.positions.pop(label, None) is not None
                 store.given_back.pop(label, None)
         if added:
             self.arrivals += 1
+        for reservation in reserved:
+            leases.add(reservation.token[0], reservation, now)
 
     def _expire(self, now_ms: int) -> None:
         """Drop elements stamped at or before now - ttl; move the labels that had not read them."""
@@ -282,15 +298,27 @@ class MemoryMpmc(MemoryQueue):
         if not reservation.items:
             reservation.settled = True
             return
-        self.check_settle(reservation)
+        self._check_lease(reservation)
         reservation.settled = True
-        label = cast(str, reservation.label)
-        self._reserved_counts[label] -= len(reservation.items)
-        self._store.leased.pop(reservation.token, None)
+        self._leases.pop(reservation.token[0])
         if kind is OperationKind.NACK:
-            waiting = self._store.given_back.setdefault(label, deque())
-            waiting.extendleft(reversed(reservation.items))
-            self.arrivals += 1
+            self._release([reservation])
+            return
+        number, label = reservation.token
+        self._reserved_counts[label] -= len(reservation.items)
+        del self._store.leased[label, number]
+
+    def _release(self, released: list[Reservation]) -> None:
+        """Give back reservations to their labels, first, the first in front (as on RocksDB)."""
+        by_label: dict[str, list[bytes]] = {}
+        for reservation in released:
+            number, label = reservation.token
+            self._reserved_counts[label] -= len(reservation.items)
+            del self._store.leased[label, number]
+            by_label.setdefault(label, []).extend(reservation.items)
+        for label, items in by_label.items():
+            self._store.given_back.setdefault(label, deque()).extendleft(reversed(items))
+        self.arrivals += 1
 
     def _give_back_locked(self, read: Operation, delivered: int) -> None:
         if read.kind is OperationKind.RESERVE:

@@ -15,6 +15,7 @@ from typing import NamedTuple, cast
 from .. import _validate
 from .._dispatch import Operation, OperationKind, Reservation
 from .._errors import LeaseExpiredError
+from .._leases import NEVER, LeaseTable
 from .._options import FifoOptions
 from . import format as _format
 from . import plan as _plan
@@ -44,6 +45,8 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
     def __init__(self, path: str, options: FifoOptions) -> None:
         self.max_elements = options.capacity()
         local = options.local()
+        self._leases: LeaseTable[Reservation] = LeaseTable(options.leases())
+        self._clock = options.time_source()
         self._cache_limit = local.cache_bytes
         super().__init__(path, FIFO_COLUMN_FAMILIES, local)
         try:
@@ -86,6 +89,12 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         if no_gil is not True and no_gil is not False:
             _validate.flag(no_gil, "no_gil")
         one_bytes_item = type(items) is list and len(items) == 1 and type(items[0]) is bytes
+        leases = self._leases
+        if leases.earliest != NEVER and leases.clock() >= leases.earliest:
+            # A lease expired: the general path releases it first.
+            values = cast("list[bytes]", items) if one_bytes_item else _validate.item_list(items)
+            self.run(Operation(OperationKind.PUSH, (list(values),), sum(map(len, values))))
+            return
         if one_bytes_item:
             # One bytes item and no other caller: the blocking face's hot
             # path, spelled out because each helper call costs about as much
@@ -171,7 +180,11 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
             else _validate.positive_int(max_elements, "max_elements")
         )
         lock = self._lock
-        if not lock.acquire(False):
+        leases = self._leases
+        if (
+            leases.earliest != NEVER and leases.clock() >= leases.earliest
+        ) or not lock.acquire(False):
+            # Contended, or a lease expired (the general path releases it first).
             result: list[bytes] = self.run(Operation(OperationKind.POP, (limit,)))
             return result
         try:
@@ -257,30 +270,48 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         """Items reserved and not yet acked or nacked."""
         return self._reserved_count
 
+
     def _settle_locked(self, reservation: Reservation, kind: OperationKind) -> None:
         if reservation.settled or not reservation.items:
             reservation.settled = True
             return
-        self.check_settle(reservation)
+        self._check_lease(reservation)
         self._store.check_usable()
-        # Nacked items go back below the head: no cached entry may still
+        number, first = reservation.token
+        plan = WritePlan()
+        if kind is OperationKind.NACK:
+            self._release_locked([(number, first, reservation.items)])
+        else:
+            _plan.plan_fifo_ack(number, first, len(reservation.items), plan)
+            self._store.apply(plan)
+            self._reserved_count -= len(reservation.items)
+        self._leases.pop(number)
+        reservation.settled = True
+
+    def _release_locked(self, released: list[tuple[int, int, list[bytes]]]) -> None:
+        """Give back reservations (number, first index, items) together, the first in front."""
+        # Released items go back below the head: no cached entry may still
         # claim those indices for items popped before.
         self._trim_cache()
         plan = WritePlan()
-        state = self._state
-        number, first = reservation.token
-        if kind is OperationKind.NACK:
-            state = _plan.plan_fifo_nack(state, number, first, reservation.items, plan)
-        else:
-            _plan.plan_fifo_ack(number, first, len(reservation.items), plan)
+        state = _plan.plan_fifo_release(self._state, released, plan)
         self._store.apply(plan)
         self._state = state
-        reservation.settled = True
-        self._reserved_count -= len(reservation.items)
-        if kind is OperationKind.NACK:
-            self.arrivals += 1
+        self._reserved_count -= sum(len(items) for _number, _first, items in released)
+        self.arrivals += 1
+
+    def _release_expired_locked(self, now: float) -> None:
+        expired = self._leases.take_expired(now)
+        self._release_locked(
+            [(number, reservation.token[1], reservation.items) for number, reservation in expired]
+        )
 
     def _execute(self, group: list[Operation]) -> None:
+        leases = self._leases
+        now = leases.now()
+        if leases.due(now):
+            self._store.check_usable()
+            self._release_expired_locked(now)
         state = self._state
         plan = WritePlan()
         cached = 0
@@ -324,8 +355,13 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
                     reservation = Reservation(values, (number, state.head), self.generation)
                     if values:
                         state = _plan.plan_fifo_reserve(state, number, values, plan)
+                        reservations.append(reservation)
                     operation.result = reservation
-                    reservations.append(reservation)
+                elif operation.kind is OperationKind.EXTEND:
+                    try:
+                        self._extend_locked(operation.arguments[0], now)
+                    except LeaseExpiredError as refusal:
+                        operation.error = refusal
                 else:
                     # Settled on their own, after what came before: a nack
                     # writes below the head, which reads of this group must see.
@@ -346,7 +382,9 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
             raise
         if pushed:  # not ``cached``: a settle in the group resets that
             self.arrivals += 1
-        self._reserved_count += sum(len(reservation.items) for reservation in reservations)
+        for reservation in reservations:
+            leases.add(reservation.token[0], reservation, now)
+            self._reserved_count += len(reservation.items)
         self._state = state
         self._trim_cache()
 

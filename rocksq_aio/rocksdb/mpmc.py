@@ -23,6 +23,7 @@ from .._dispatch import (
     remove_label_operation,
 )
 from .._errors import LeaseExpiredError, QueueCorruptedError
+from .._leases import NEVER, LeaseTable
 from .._options import MpmcOptions
 from .._types import StartPosition
 from . import format as _format
@@ -57,6 +58,7 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
         self.ttl = options.ttl_seconds()
         self._clock = options.time_source()
         local = options.local()
+        self._leases: LeaseTable[Reservation] = LeaseTable(options.leases())
         self._cache_limit = local.cache_bytes
         # Recently added items (without their stamps) by index, oldest first:
         # labels that keep up read them without touching the disk.
@@ -135,7 +137,10 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
         if store.failure is not None or store.closed:
             store.check_usable()
         now_ms = self._now_ms()
-        if self._due_cutoff(now_ms) is not None:
+        leases = self._leases
+        if self._due_cutoff(now_ms) is not None or (
+            leases.earliest != NEVER and leases.clock() >= leases.earliest
+        ):
             return False  # the general path plans the expiry in the same batch
         head_timestamp = self._head_timestamp_ms
         head, tail, newest, positions = self._state
@@ -196,11 +201,13 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
             store.check_usable()
         head, tail, newest, positions = self._state
         saved = positions.get(label)  # a known label was validated when it was first used
+        leases = self._leases
         if (
             saved is None
             or saved.expired_unseen
             or self._given_back.get(label)
             or self._due_cutoff(self._now_ms()) is not None
+            or (leases.earliest != NEVER and leases.clock() >= leases.earliest)
         ):
             return None
         index = saved.index
@@ -262,6 +269,11 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
         plan = WritePlan()
         now_ms = self._now_ms()
         state = self._expire(self._state, now_ms, plan)
+        leases = self._leases
+        now = leases.now()
+        if leases.due(now):
+            self._plan_release([reservation for _n, reservation in leases.take_expired(now)], plan)
+        reserved: list[Reservation] = []
         committed_tail = state.tail
         added: list[bytes] = []  # items (unstamped) this group adds, from committed_tail on
         for operation in group:
@@ -279,16 +291,24 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
                 state, items, _expired, _start = self._plan_read(
                     state, operation.arguments, plan, committed_tail, added
                 )
-                key = _format.mpmc_reservation_key(label, next(self._reservation_numbers))
+                number = next(self._reservation_numbers)
+                key = _format.mpmc_reservation_key(label, number)
+                reservation = Reservation(items, (number, key), self.generation, label)
                 if items:
                     _plan.plan_mpmc_reserve(key, items, plan)
                     self._reserved_counts[label] = self._reserved_counts.get(label, 0) + len(items)
-                operation.result = Reservation(items, key, self.generation, label)
+                    reserved.append(reservation)
+                operation.result = reservation
             elif operation.kind in (OperationKind.ACK, OperationKind.NACK):
                 try:
                     self._plan_settle(operation.arguments[0], operation.kind, plan)
                 except LeaseExpiredError as refusal:
                     operation.error = refusal  # changed nothing; the group goes on
+            elif operation.kind is OperationKind.EXTEND:
+                try:
+                    self._extend_locked(operation.arguments[0], now)
+                except LeaseExpiredError as refusal:
+                    operation.error = refusal
             else:
                 label = operation.arguments[0]
                 state, removed = _plan.plan_mpmc_remove_label(state, label, plan)
@@ -299,6 +319,8 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
             self._store.apply(plan)
             if added:
                 self.arrivals += 1
+        for reservation in reserved:
+            leases.add(reservation.token[0], reservation, now)
         head_moved = state.head != self._state.head or self._head_timestamp_ms is None
         self._state = state
         if added:
@@ -337,16 +359,28 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
         if not reservation.items:
             reservation.settled = True
             return
-        self.check_settle(reservation)
+        self._check_lease(reservation)
         reservation.settled = True
-        label = cast(str, reservation.label)
-        _plan.plan_mpmc_settle(reservation.token, plan)
-        self._reserved_counts[label] -= len(reservation.items)
+        self._leases.pop(reservation.token[0])
         if kind is OperationKind.NACK:
+            self._plan_release([reservation], plan)
+            return
+        _plan.plan_mpmc_settle(reservation.token[1], plan)
+        self._reserved_counts[cast(str, reservation.label)] -= len(reservation.items)
+
+    def _plan_release(self, released: list[Reservation], plan: WritePlan) -> None:
+        """Give back reservations to their labels, first, the first in front of the others."""
+        by_label: dict[str, list[bytes]] = {}
+        for reservation in released:
+            label = cast(str, reservation.label)
+            _plan.plan_mpmc_settle(reservation.token[1], plan)
+            self._reserved_counts[label] -= len(reservation.items)
+            by_label.setdefault(label, []).extend(reservation.items)
+        for label, items in by_label.items():
             waiting = self._given_back.setdefault(label, deque())
-            waiting.extendleft(reversed(reservation.items))
+            waiting.extendleft(reversed(items))
             _plan.plan_mpmc_given_back(label, list(waiting), plan)
-            self.arrivals += 1
+        self.arrivals += 1
 
     # ------------------------------------------------------------ inspection
 

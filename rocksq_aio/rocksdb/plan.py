@@ -212,7 +212,21 @@ def plan_fifo_nack(
     state: FifoState, number: int, first: int, items: list[bytes], plan: WritePlan
 ) -> FifoState:
     """Return the items of reservation ``number`` (nack) to the head of the queue, in order."""
-    plan_fifo_ack(number, first, len(items), plan)
+    return plan_fifo_release(state, [(number, first, items)], plan)
+
+
+def plan_fifo_release(
+    state: FifoState, released: list[tuple[int, int, list[bytes]]], plan: WritePlan
+) -> FifoState:
+    """Return reservations (number, first index, items) to the head together, the first in front.
+
+    A nack releases one; expiry releases every lease that ended at once,
+    oldest reservation first.
+    """
+    items: list[bytes] = []
+    for number, first, reserved in released:
+        plan_fifo_ack(number, first, len(reserved), plan)
+        items.extend(reserved)
     return plan_fifo_give_back(state, items, plan)
 
 
