@@ -33,7 +33,7 @@ import enum
 import itertools
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _validate
 from ._errors import LeaseExpiredError, QueueError
@@ -81,15 +81,22 @@ class Reservation:
     ``label`` is None on a FIFO queue.
     """
 
-    __slots__ = ("generation", "items", "label", "settled", "token")
+    __slots__ = ("deliveries", "generation", "items", "label", "settled", "token")
 
     def __init__(
-        self, items: list[bytes], token: Any, generation: int, label: str | None = None
+        self,
+        items: list[bytes],
+        token: Any,
+        generation: int,
+        label: str | None = None,
+        deliveries: list[int] | None = None,
     ) -> None:
         self.items = items
         self.token = token
         self.generation = generation
         self.label = label
+        self.deliveries = [1] * len(items) if deliveries is None else deliveries
+        """How many times each item has been handed out, this time included."""
         self.settled = False
 
 
@@ -181,6 +188,37 @@ def extend_operation(reservation: Reservation) -> Operation:
 def give_back_operation(read: Operation, delivered: int = 0) -> Operation:
     """Give back what the finished read ``read`` took, except its first ``delivered`` items."""
     return Operation(OperationKind.GIVE_BACK, (read, delivered))
+
+
+class NextGiveBack(NamedTuple):
+    """What a finished next() gives back, past its first ``delivered`` items."""
+
+    label: str
+    items: list[bytes]
+    start: int | None
+    """Index of the first item given back; None for items given back before."""
+    expired: bool
+    """The expiry report, which goes back with a read none of whose items was delivered."""
+    deliveries: list[int] | None
+    """Deliveries of items that had been given back before (None: none)."""
+
+
+def split_next_read(read: Operation, delivered: int) -> NextGiveBack:
+    """Cut a finished next() down to its first ``delivered`` items; what goes back.
+
+    For engines whose NEXT token is the first item's index, or the deliveries
+    of the items it took from those given back before (the local engines).
+    """
+    items, expired = read.result
+    source: int | list[int] | None = read.token
+    read.result = (items[:delivered], False)
+    return NextGiveBack(
+        read.arguments[0],
+        items[delivered:],
+        source + delivered if isinstance(source, int) else None,
+        expired and delivered == 0,
+        source[delivered:] if isinstance(source, list) else None,
+    )
 
 
 # ---------------------------------------------------------------- dispatcher

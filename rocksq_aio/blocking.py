@@ -70,6 +70,13 @@ class ReservedBatch:
     def settled(self) -> bool:
         return self._reservation.settled
 
+    @property
+    def deliveries(self) -> list[int]:
+        """How many times each item has been handed out, this time included (1 the first).
+
+        Counted on disk with the lease: a restart or a crash keeps the count."""
+        return self._reservation.deliveries
+
     def ack(self) -> None:
         """The items were processed: they are never delivered again."""
         self._engine.run(settle_operation(self._reservation, ack=True))

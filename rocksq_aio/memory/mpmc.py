@@ -17,12 +17,14 @@ from typing import Any
 
 from .. import _validate
 from .._dispatch import (
+    NextGiveBack,
     Operation,
     OperationKind,
     Reservation,
     add_operation,
     next_operation,
     remove_label_operation,
+    split_next_read,
 )
 from .._errors import LeaseExpiredError
 from .._leases import LeaseTable
@@ -52,8 +54,9 @@ class MpmcStore:
         self.elements: dict[int, tuple[int, bytes]] = {}
         """(timestamp in ms, item) by index, for the indices [head, tail)."""
         self.positions: dict[str, Position] = {}
-        self.given_back: dict[str, deque[bytes]] = {}
-        self.leased: dict[tuple[str, int], list[bytes]] = {}
+        self.given_back: dict[str, deque[tuple[bytes, int]]] = {}
+        """Items given back to a label, with their deliveries, served to it first."""
+        self.leased: dict[tuple[str, int], list[tuple[bytes, int]]] = {}
         """Reserved items not settled yet, by (label, the handle's reservation number)."""
 
     def copy(self) -> MpmcStore:
@@ -73,7 +76,7 @@ def _reopened(stored: MpmcStore) -> MpmcStore:
     order they were made.
     """
     store = stored.copy()
-    by_label: dict[str, list[bytes]] = {}
+    by_label: dict[str, list[tuple[bytes, int]]] = {}
     for label, number in sorted(store.leased):
         by_label.setdefault(label, []).extend(store.leased[label, number])
     store.leased.clear()
@@ -214,11 +217,16 @@ class MemoryMpmc(MemoryQueue):
             elif kind is OperationKind.RESERVE:
                 label = operation.arguments[0]
                 # A reserve clears the expiry report without making it, as on RocksDB.
-                items, _expired, _start = self._read(operation.arguments)
+                items, _expired, source = self._read(operation.arguments)
                 number = next(self._reservation_numbers)
-                reservation = Reservation(items, (number, label), self.generation, label)
+                deliveries = [n + 1 for n in source] if isinstance(source, list) else None
+                reservation = Reservation(
+                    items, (number, label), self.generation, label, deliveries
+                )
                 if items:
-                    store.leased[label, number] = items
+                    store.leased[label, number] = list(
+                        zip(items, reservation.deliveries, strict=True)
+                    )
                     self._reserved_counts[label] = self._reserved_counts.get(label, 0) + len(items)
                     reserved.append(reservation)
                 operation.result = reservation
@@ -265,18 +273,19 @@ class MemoryMpmc(MemoryQueue):
                 store.positions[label] = Position(low, expired_unseen=True)
         store.head = low
 
-    def _read(self, arguments: tuple[Any, ...]) -> tuple[list[bytes], bool, int | None]:
+    def _read(self, arguments: tuple[Any, ...]) -> tuple[list[bytes], bool, int | list[int]]:
         """A next(): items given back to the label first, else from its position.
 
-        Returns the items, the expiry report and the index of the first item
-        (None for items given back before).
+        Returns the items, the expiry report and where they came from: the
+        index of the first, or (given back before) their deliveries.
         """
         label, start_position, limit = arguments
         store = self._store
         waiting = store.given_back.get(label)
         if waiting:
             # Neither creates the label nor makes its expiry report, as on RocksDB.
-            return [waiting.popleft() for _ in range(min(limit, len(waiting)))], False, None
+            taken = [waiting.popleft() for _ in range(min(limit, len(waiting)))]
+            return [item for item, _n in taken], False, [times for _item, times in taken]
         saved = store.positions.get(label)
         if saved is not None:
             start = saved
@@ -310,12 +319,11 @@ class MemoryMpmc(MemoryQueue):
 
     def _release(self, released: list[Reservation]) -> None:
         """Give back reservations to their labels, first, the first in front (as on RocksDB)."""
-        by_label: dict[str, list[bytes]] = {}
+        by_label: dict[str, list[tuple[bytes, int]]] = {}
         for reservation in released:
             number, label = reservation.token
             self._reserved_counts[label] -= len(reservation.items)
-            del self._store.leased[label, number]
-            by_label.setdefault(label, []).extend(reservation.items)
+            by_label.setdefault(label, []).extend(self._store.leased.pop((label, number)))
         for label, items in by_label.items():
             self._store.given_back.setdefault(label, deque()).extendleft(reversed(items))
         self.arrivals += 1
@@ -326,20 +334,10 @@ class MemoryMpmc(MemoryQueue):
             return
         if read.kind is not OperationKind.NEXT:
             return
-        items, expired = read.result
-        start: int | None = read.token
-        read.result = (items[:delivered], False)
-        # The expiry report goes back with a read none of whose items was delivered.
-        self._give_back_next(
-            read.arguments[0],
-            items[delivered:],
-            None if start is None else start + delivered,
-            expired and delivered == 0,
-        )
+        self._give_back_next(split_next_read(read, delivered))
 
-    def _give_back_next(
-        self, label: str, items: list[bytes], start: int | None, expired: bool
-    ) -> None:
+    def _give_back_next(self, back: NextGiveBack) -> None:
+        label, items, start, expired, deliveries = back
         if not items:
             return
         self.arrivals += 1
@@ -352,4 +350,5 @@ class MemoryMpmc(MemoryQueue):
             return
         # The label read further meanwhile: its position cannot move back, so
         # these items are served first to its next read.
-        store.given_back.setdefault(label, deque()).extendleft(reversed(items))
+        returned = zip(items, deliveries or [0] * len(items), strict=True)
+        store.given_back.setdefault(label, deque()).extendleft(reversed(list(returned)))

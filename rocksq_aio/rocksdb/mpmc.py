@@ -15,12 +15,14 @@ from typing import Any, NamedTuple, cast
 
 from .. import _validate
 from .._dispatch import (
+    NextGiveBack,
     Operation,
     OperationKind,
     Reservation,
     add_operation,
     next_operation,
     remove_label_operation,
+    split_next_read,
 )
 from .._errors import LeaseExpiredError, QueueCorruptedError
 from .._leases import NEVER, LeaseTable
@@ -274,6 +276,7 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
         if leases.due(now):
             self._plan_release([reservation for _n, reservation in leases.take_expired(now)], plan)
         reserved: list[Reservation] = []
+        reserved_ms: int | None = None
         committed_tail = state.tail
         added: list[bytes] = []  # items (unstamped) this group adds, from committed_tail on
         for operation in group:
@@ -288,14 +291,20 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
                 operation.result = (items, expired)
             elif operation.kind is OperationKind.RESERVE:
                 label = operation.arguments[0]
-                state, items, _expired, _start = self._plan_read(
+                state, items, _expired, source = self._plan_read(
                     state, operation.arguments, plan, committed_tail, added
                 )
                 number = next(self._reservation_numbers)
                 key = _format.mpmc_reservation_key(label, number)
-                reservation = Reservation(items, (number, key), self.generation, label)
+                deliveries = [n + 1 for n in source] if isinstance(source, list) else None
+                reservation = Reservation(
+                    items, (number, key), self.generation, label, deliveries
+                )
                 if items:
-                    _plan.plan_mpmc_reserve(key, items, plan)
+                    if reserved_ms is None:
+                        reserved_ms = int(self._clock() * 1000)
+                    leased = list(zip(items, reservation.deliveries, strict=True))
+                    _plan.plan_mpmc_reserve(key, reserved_ms, leased, plan)
                     self._reserved_counts[label] = self._reserved_counts.get(label, 0) + len(items)
                     reserved.append(reservation)
                 operation.result = reservation
@@ -335,18 +344,18 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
         plan: WritePlan,
         committed_tail: int,
         added: list[bytes],
-    ) -> tuple[MpmcState, list[bytes], bool, int | None]:
+    ) -> tuple[MpmcState, list[bytes], bool, int | list[int]]:
         """Plan a next(): items given back to the label first, else from its position.
 
-        Returns the new state, the items, the expiry report and the index of
-        the first item (None for items given back before).
+        Returns the new state, the items, the expiry report and where the items
+        came from: the index of the first, or (given back before) their deliveries.
         """
         label, start_position, limit = arguments
         given_back = self._given_back.get(label)
         if given_back:
-            items = [given_back.popleft() for _ in range(min(limit, len(given_back)))]
+            taken = [given_back.popleft() for _ in range(min(limit, len(given_back)))]
             _plan.plan_mpmc_given_back(label, list(given_back), plan)
-            return state, items, False, None
+            return state, [item for item, _n in taken], False, [times for _item, times in taken]
         start = _plan.label_start(state, label, start_position)
         count = _plan.readable_count(state, start, limit)
         items = self._read(start.index, count, committed_tail, added)
@@ -370,12 +379,14 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
 
     def _plan_release(self, released: list[Reservation], plan: WritePlan) -> None:
         """Give back reservations to their labels, first, the first in front of the others."""
-        by_label: dict[str, list[bytes]] = {}
+        by_label: dict[str, list[tuple[bytes, int]]] = {}
         for reservation in released:
             label = cast(str, reservation.label)
             _plan.plan_mpmc_settle(reservation.token[1], plan)
             self._reserved_counts[label] -= len(reservation.items)
-            by_label.setdefault(label, []).extend(reservation.items)
+            by_label.setdefault(label, []).extend(
+                zip(reservation.items, reservation.deliveries, strict=True)
+            )
         for label, items in by_label.items():
             waiting = self._given_back.setdefault(label, deque())
             waiting.extendleft(reversed(items))
@@ -393,7 +404,11 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
                 tail,
                 newest,
                 dict(positions),
-                {label: list(items) for label, items in self._given_back.items() if items},
+                {
+                    label: [item for item, _times in waiting]
+                    for label, waiting in self._given_back.items()
+                    if waiting
+                },
                 {label: count for label, count in self._reserved_counts.items() if count},
             )
 
@@ -448,20 +463,10 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
             return
         if read.kind is not OperationKind.NEXT:
             return
-        items, expired = read.result
-        start = read.token
-        read.result = (items[:delivered], False)
-        # The expiry report goes back with a read none of whose items was delivered.
-        self._give_back_next_locked(
-            read.arguments[0],
-            items[delivered:],
-            None if start is None else start + delivered,
-            expired and delivered == 0,
-        )
+        self._give_back_next_locked(split_next_read(read, delivered))
 
-    def _give_back_next_locked(
-        self, label: str, items: list[bytes], start: int | None, expired: bool
-    ) -> None:
+    def _give_back_next_locked(self, back: NextGiveBack) -> None:
+        label, items, start, expired, deliveries = back
         if not items:
             return
         self.arrivals += 1
@@ -477,7 +482,8 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
         # The label read further meanwhile: its saved position cannot move
         # back, so these items are saved apart and served to its next read.
         waiting = self._given_back.setdefault(label, deque())
+        returned = list(zip(items, deliveries or [0] * len(items), strict=True))
         plan = WritePlan()
-        _plan.plan_mpmc_given_back(label, [*items, *waiting], plan)
+        _plan.plan_mpmc_given_back(label, [*returned, *waiting], plan)
         self._store.apply(plan)
-        waiting.extendleft(reversed(items))
+        waiting.extendleft(reversed(returned))
