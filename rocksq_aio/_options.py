@@ -52,7 +52,8 @@ class LeaseOptions:
     timeout: float | None
     """Seconds a lease lasts unless extended; None: until settled or the process ends."""
     max_deliveries: int | None
-    """An item released after this many deliveries goes to the dead letters (None: never)."""
+    """An item released after this many deliveries is to go to the dead letters
+    (None: never). Validated; not applied by the engines yet (issue 14)."""
     clock: Clock
     """Lease deadlines are read on it: ``time.monotonic`` unless a clock was given."""
 
