@@ -225,6 +225,11 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
         items: list[bytes] = await self._worker.perform(_dispatch.pop_operation(max_elements))
         return items
 
+    async def peek(self, max_elements: int = 1) -> list[bytes]:
+        """The items the next pop() would return (up to ``max_elements``), consuming nothing."""
+        items: list[bytes] = await self._worker.perform(_dispatch.peek_operation(max_elements))
+        return items
+
     async def pop_wait(self, max_elements: int = 1, timeout: float | None = None) -> list[bytes]:
         """Like pop(), but wait until at least one item is there ([] after ``timeout`` s).
 
@@ -355,6 +360,14 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
             _dispatch.next_operation(label, start_position, max_elements)
         )
         return read
+
+    async def peek(self, label: str, max_elements: int = 1) -> list[bytes]:
+        """The items ``label``'s next read would return (a new label: from the oldest),
+        consuming nothing and creating no label."""
+        items: list[bytes] = await self._worker.perform(
+            _dispatch.peek_label_operation(label, max_elements)
+        )
+        return items
 
     async def remove_label(self, label: str) -> bool:
         """Forget ``label`` and its position; False when it did not exist."""

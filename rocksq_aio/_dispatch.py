@@ -50,6 +50,7 @@ class OperationKind(enum.Enum):
     ACK = "ack"
     NACK = "nack"
     EXTEND = "extend"
+    PEEK = "peek"
     GIVE_BACK = "give_back"
 
 
@@ -178,6 +179,20 @@ def remove_label_operation(label: object) -> Operation:
 
 def settle_operation(reservation: Reservation, *, ack: bool) -> Operation:
     return Operation(OperationKind.ACK if ack else OperationKind.NACK, (reservation,))
+
+
+def peek_operation(max_elements: object = 1) -> Operation:
+    """A FIFO peek: the items the next pop would return, consuming nothing."""
+    return Operation(OperationKind.PEEK, (_validate.positive_int(max_elements, "max_elements"),))
+
+
+def peek_label_operation(label: object, max_elements: object = 1) -> Operation:
+    """An MPMC peek: the items ``label``'s next read would return (a new label: from the
+    oldest), consuming nothing and creating no label."""
+    return Operation(
+        OperationKind.PEEK,
+        (_validate.label_name(label), _validate.positive_int(max_elements, "max_elements")),
+    )
 
 
 def extend_operation(reservation: Reservation) -> Operation:

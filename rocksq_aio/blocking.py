@@ -144,6 +144,11 @@ class PersistentQueueWithCapacity(_BlockingQueue[FifoEngine]):
         """Remove and return up to ``max_elements`` items from the head ([] when empty)."""
         return self._engine.pop(max_elements, no_gil)
 
+    def peek(self, max_elements: int = 1) -> list[bytes]:
+        """The items the next pop() would return (up to ``max_elements``), consuming nothing."""
+        items: list[bytes] = self._engine.run(_dispatch.peek_operation(max_elements))
+        return items
+
     @property
     def payload_size(self) -> int:
         """Sum of the stored items' sizes in bytes."""
@@ -224,6 +229,12 @@ class MpmcQueue(_BlockingQueue[MpmcEngine]):
     def remove_label(self, label: str, no_gil: bool = True) -> bool:
         """Forget ``label`` and its position; False when it did not exist."""
         return self._engine.remove_label(label, no_gil)
+
+    def peek(self, label: str, max_elements: int = 1) -> list[bytes]:
+        """The items ``label``'s next read would return (a new label: from the oldest),
+        consuming nothing and creating no label."""
+        items: list[bytes] = self._engine.run(_dispatch.peek_label_operation(label, max_elements))
+        return items
 
     @property
     def labels(self) -> list[str]:

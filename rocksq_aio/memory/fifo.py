@@ -222,6 +222,8 @@ class MemoryFifo(MemoryQueue):
                 operation.result = reservation
                 if values:
                     reservations.append(reservation)
+            elif kind is OperationKind.PEEK:
+                operation.result = list(itertools.islice(store.items, operation.arguments[0]))
             elif kind is OperationKind.EXTEND:
                 try:
                     self._extend_locked(operation.arguments[0], now)

@@ -235,6 +235,8 @@ class MemoryMpmc(MemoryQueue):
                     self._settle_locked(operation.arguments[0], kind)
                 except LeaseExpiredError as refusal:
                     operation.error = refusal  # changed nothing; the group goes on
+            elif kind is OperationKind.PEEK:
+                operation.result = self._peek(*operation.arguments)
             elif kind is OperationKind.EXTEND:
                 try:
                     self._extend_locked(operation.arguments[0], now)
@@ -300,6 +302,16 @@ class MemoryMpmc(MemoryQueue):
         if saved != moved:
             store.positions[label] = moved
         return items, start.expired_unseen, start.index
+
+    def _peek(self, label: str, limit: int) -> list[bytes]:
+        """What next(label) would return (a new label: from the oldest), changing nothing."""
+        store = self._store
+        waiting = store.given_back.get(label)
+        if waiting:
+            return [item for item, _n in itertools.islice(waiting, limit)]
+        saved = store.positions.get(label)
+        start = store.head if saved is None else saved.index
+        return [store.elements[index][1] for index in range(start, min(start + limit, store.tail))]
 
     def _settle_locked(self, reservation: Reservation, kind: OperationKind) -> None:
         if reservation.settled:

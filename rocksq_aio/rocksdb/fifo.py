@@ -399,6 +399,10 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
                         )
                         reservations.append(reservation)
                     operation.result = reservation
+                elif operation.kind is OperationKind.PEEK:
+                    operation.result = self._read_head(
+                        state, min(operation.arguments[0], state.length)
+                    )
                 elif operation.kind is OperationKind.EXTEND:
                     try:
                         self._extend_locked(operation.arguments[0], now)

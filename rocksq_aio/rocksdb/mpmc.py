@@ -313,6 +313,15 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
                     self._plan_settle(operation.arguments[0], operation.kind, plan)
                 except LeaseExpiredError as refusal:
                     operation.error = refusal  # changed nothing; the group goes on
+            elif operation.kind is OperationKind.PEEK:
+                label, limit = operation.arguments
+                waiting = self._given_back.get(label)
+                if waiting:
+                    operation.result = [item for item, _n in itertools.islice(waiting, limit)]
+                else:
+                    start = _plan.label_start(state, label, StartPosition.Oldest)
+                    count = _plan.readable_count(state, start, limit)
+                    operation.result = self._read(start.index, count, committed_tail, added)
             elif operation.kind is OperationKind.EXTEND:
                 try:
                     self._extend_locked(operation.arguments[0], now)
