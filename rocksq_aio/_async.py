@@ -30,6 +30,7 @@ from ._dispatch import (
     Operation,
     OperationKind,
     Reservation,
+    extend_operation,
     give_back_operation,
     settle_operation,
 )
@@ -270,6 +271,13 @@ class ReservedBatch:
     def settled(self) -> bool:
         return self._reservation.settled
 
+    @property
+    def deliveries(self) -> list[int]:
+        """How many times each item has been handed out, this time included (1 the first).
+
+        Counted on disk with the lease: a restart or a crash keeps the count."""
+        return self._reservation.deliveries
+
     async def ack(self) -> None:
         """The items were processed: they are never delivered again."""
         await self._queue._perform(settle_operation(self._reservation, ack=True))
@@ -277,6 +285,14 @@ class ReservedBatch:
     async def nack(self) -> None:
         """The items were not processed: they are delivered again, first."""
         await self._queue._perform(settle_operation(self._reservation, ack=False))
+
+    async def extend(self) -> None:
+        """Renew the lease for another ``lease_timeout`` (a heartbeat of a long job).
+
+        ``ack``, ``nack`` and ``extend`` raise LeaseExpiredError, changing
+        nothing, once the lease has expired: the items went back to the queue.
+        """
+        await self._queue._perform(extend_operation(self._reservation))
 
 
 class PersistentQueue(_AsyncQueue[FifoEngine]):
@@ -304,6 +320,9 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
+        clock: Clock | None = None,
+        lease_timeout: float | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         options = FifoOptions.from_arguments(locals())
         inflight = options.inflight_limit()
@@ -327,6 +346,11 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
     async def pop(self, max_elements: int = 1) -> list[bytes]:
         """Remove and return up to ``max_elements`` items ([] when empty)."""
         items: list[bytes] = await self._worker.perform(_dispatch.pop_operation(max_elements))
+        return items
+
+    async def peek(self, max_elements: int = 1) -> list[bytes]:
+        """The items the next pop() would return (up to ``max_elements``), consuming nothing."""
+        items: list[bytes] = await self._worker.perform(_dispatch.peek_operation(max_elements))
         return items
 
     async def pop_wait(self, max_elements: int = 1, timeout: float | None = None) -> list[bytes]:
@@ -427,6 +451,8 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
         clock: Clock | None = None,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        lease_timeout: float | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         options = MpmcOptions.from_arguments(locals())
         inflight = options.inflight_limit()
@@ -458,6 +484,14 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
             _dispatch.next_operation(label, start_position, max_elements)
         )
         return read
+
+    async def peek(self, label: str, max_elements: int = 1) -> list[bytes]:
+        """The items ``label``'s next read would return (a new label: from the oldest),
+        consuming nothing and creating no label."""
+        items: list[bytes] = await self._worker.perform(
+            _dispatch.peek_label_operation(label, max_elements)
+        )
+        return items
 
     async def remove_label(self, label: str) -> bool:
         """Forget ``label`` and its position; False when it did not exist."""

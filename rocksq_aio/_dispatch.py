@@ -20,7 +20,8 @@ Rules (the engines and the faces rely on them):
    when its caller stops waiting. Settling a reservation made by another
    open of the queue (its ``generation`` differs) is refused with
    ``LeaseExpiredError`` and changes nothing: the reopen gave its items back.
-   The refusal is the settle's own error; the rest of its group goes on.
+   So is settling (or extending) one whose lease expired (``_leases``). The
+   refusal is that operation's own error; the rest of its group goes on.
 5. A give-back is an operation like any other, executed by the worker (never
    on an event loop's thread), in a group of its own.
 """
@@ -32,7 +33,7 @@ import enum
 import itertools
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _validate
 from ._errors import LeaseExpiredError, QueueError
@@ -48,6 +49,8 @@ class OperationKind(enum.Enum):
     RESERVE = "reserve"
     ACK = "ack"
     NACK = "nack"
+    EXTEND = "extend"
+    PEEK = "peek"
     GIVE_BACK = "give_back"
 
 
@@ -79,15 +82,22 @@ class Reservation:
     ``label`` is None on a FIFO queue.
     """
 
-    __slots__ = ("generation", "items", "label", "settled", "token")
+    __slots__ = ("deliveries", "generation", "items", "label", "settled", "token")
 
     def __init__(
-        self, items: list[bytes], token: Any, generation: int, label: str | None = None
+        self,
+        items: list[bytes],
+        token: Any,
+        generation: int,
+        label: str | None = None,
+        deliveries: list[int] | None = None,
     ) -> None:
         self.items = items
         self.token = token
         self.generation = generation
         self.label = label
+        self.deliveries = [1] * len(items) if deliveries is None else deliveries
+        """How many times each item has been handed out, this time included."""
         self.settled = False
 
 
@@ -185,9 +195,59 @@ def settle_operation(reservation: Reservation, *, ack: bool) -> Operation:
     return Operation(OperationKind.ACK if ack else OperationKind.NACK, (reservation,))
 
 
+def peek_operation(max_elements: object = 1) -> Operation:
+    """A FIFO peek: the items the next pop would return, consuming nothing."""
+    return Operation(OperationKind.PEEK, (_validate.positive_int(max_elements, "max_elements"),))
+
+
+def peek_label_operation(label: object, max_elements: object = 1) -> Operation:
+    """An MPMC peek: the items ``label``'s next read would return (a new label: from the
+    oldest), consuming nothing and creating no label."""
+    return Operation(
+        OperationKind.PEEK,
+        (_validate.label_name(label), _validate.positive_int(max_elements, "max_elements")),
+    )
+
+
+def extend_operation(reservation: Reservation) -> Operation:
+    """Renew ``reservation``'s lease for another ``lease_timeout``."""
+    return Operation(OperationKind.EXTEND, (reservation,))
+
+
 def give_back_operation(read: Operation, delivered: int = 0) -> Operation:
     """Give back what the finished read ``read`` took, except its first ``delivered`` items."""
     return Operation(OperationKind.GIVE_BACK, (read, delivered))
+
+
+class NextGiveBack(NamedTuple):
+    """What a finished next() gives back, past its first ``delivered`` items."""
+
+    label: str
+    items: list[bytes]
+    start: int | None
+    """Index of the first item given back; None for items given back before."""
+    expired: bool
+    """The expiry report, which goes back with a read none of whose items was delivered."""
+    deliveries: list[int] | None
+    """Deliveries of items that had been given back before (None: none)."""
+
+
+def split_next_read(read: Operation, delivered: int) -> NextGiveBack:
+    """Cut a finished next() down to its first ``delivered`` items; what goes back.
+
+    For engines whose NEXT token is the first item's index, or the deliveries
+    of the items it took from those given back before (the local engines).
+    """
+    items, expired = read.result
+    source: int | list[int] | None = read.token
+    read.result = (items[:delivered], False)
+    return NextGiveBack(
+        read.arguments[0],
+        items[delivered:],
+        source + delivered if isinstance(source, int) else None,
+        expired and delivered == 0,
+        source[delivered:] if isinstance(source, list) else None,
+    )
 
 
 # ---------------------------------------------------------------- dispatcher

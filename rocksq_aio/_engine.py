@@ -60,7 +60,28 @@ class QueueEngine(Protocol):
 
     @property
     def arrivals(self) -> int:
-        """Counts commits that made elements available; waiters watch it."""
+        """Counts commits that made elements available (released leases too); waiters watch it."""
+        ...
+
+    # Leases (see ``_leases`` for the local engines' rules). A reservation's
+    # lease ends at its settle, after ``lease_timeout`` seconds without an
+    # ``extend`` (then its items are delivered again first, as after a nack),
+    # or with the process. ACK, NACK and EXTEND of a reservation without a
+    # lease (expired, or made by another open: ``Reservation.generation``)
+    # fail alone with LeaseExpiredError and change nothing.
+
+    @property
+    def lease_timeout(self) -> float | None: ...
+
+    @property
+    def deadline_changes(self) -> int:
+        """Counts the times the earliest lease deadline moved earlier; waiters re-arm on it."""
+        ...
+
+    def seconds_to_lease_expiry(self) -> float | None:
+        """Seconds until this engine itself must release an expired lease (0: now), None
+        if it never will (no leases, no timeout, or the server redelivers). Read from
+        the event loop: no I/O, no lock. A waiter wakes then and reads again."""
         ...
 
     @property

@@ -39,6 +39,11 @@ class EngineProperties(Generic[EngineT]):
         return self._engine.is_empty
 
     @property
+    def lease_timeout(self) -> float | None:
+        """Seconds a reservation lasts without ``extend`` (None: until settled)."""
+        return self._engine.lease_timeout
+
+    @property
     def disk_size(self) -> int:
         """Bytes the queue uses on disk (0 in memory)."""
         return self._engine.disk_size

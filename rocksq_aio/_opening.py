@@ -79,6 +79,20 @@ class OpenOnUse(Generic[EngineT]):
         return self._capabilities
 
     @property
+    def lease_timeout(self) -> float | None:
+        return self.opened().lease_timeout
+
+    @property
+    def deadline_changes(self) -> int:
+        engine = self.engine
+        return 0 if engine is None else engine.deadline_changes
+
+    def seconds_to_lease_expiry(self) -> float | None:
+        # Read from the event loop: an engine not open yet holds no lease.
+        engine = self.engine
+        return None if engine is None else engine.seconds_to_lease_expiry()
+
+    @property
     def closed(self) -> bool:
         engine = self.engine
         return self._closed if engine is None else engine.closed

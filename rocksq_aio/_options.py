@@ -45,6 +45,19 @@ class LocalOptions:
 OptionsT = TypeVar("OptionsT", bound="_CommonOptions")
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseOptions:
+    """How reservations end without a settle, validated (see ``_leases``)."""
+
+    timeout: float | None
+    """Seconds a lease lasts unless extended; None: until settled or the process ends."""
+    max_deliveries: int | None
+    """An item released after this many deliveries is to go to the dead letters
+    (None: never). Validated; not applied by the engines yet (issue 14)."""
+    clock: Clock
+    """Lease deadlines are read on it: ``time.monotonic`` unless a clock was given."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _CommonOptions:
     max_inflight_ops: object = DEFAULT_MAX_INFLIGHT_OPS
@@ -52,6 +65,11 @@ class _CommonOptions:
     batch_bytes: object = DEFAULT_BATCH_BYTES
     cache_bytes: object = DEFAULT_CACHE_BYTES
     directory_mode: object = DEFAULT_DIRECTORY_MODE
+    clock: object = None
+    """Wall clock in seconds (``time.time`` if None): element TTL, lease ages;
+    when given, lease deadlines too (tests drive expiry with a fake clock)."""
+    lease_timeout: object = None
+    max_deliveries: object = None
 
     @classmethod
     def from_arguments(cls: type[OptionsT], arguments: dict[str, object]) -> OptionsT:
@@ -72,6 +90,24 @@ class _CommonOptions:
             directory_mode=_validate.directory_mode(self.directory_mode),
         )
 
+    def time_source(self) -> Clock:
+        clock = time.time if self.clock is None else self.clock
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, got {type(clock).__name__}")
+        return cast(Clock, clock)
+
+    def leases(self) -> LeaseOptions:
+        """The lease options, validated (every engine that reserves takes them)."""
+        timeout = _validate.optional_seconds(self.lease_timeout, "lease_timeout")
+        limit = (
+            None
+            if self.max_deliveries is None
+            else _validate.positive_int(self.max_deliveries, "max_deliveries")
+        )
+        # Deadlines are durations: a wall clock stepping would end leases early or late.
+        clock = time.monotonic if self.clock is None else self.time_source()
+        return LeaseOptions(timeout, limit, clock)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FifoOptions(_CommonOptions):
@@ -87,16 +123,9 @@ class FifoOptions(_CommonOptions):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MpmcOptions(_CommonOptions):
-    """Options of an MPMC queue (``MpmcQueue``); ``clock=None`` is ``time.time``."""
+    """Options of an MPMC queue (``MpmcQueue``)."""
 
     ttl: object = 0
-    clock: object = None
 
     def ttl_seconds(self) -> float:
         return _validate.ttl_seconds(self.ttl)
-
-    def time_source(self) -> Clock:
-        clock = time.time if self.clock is None else self.clock
-        if not callable(clock):
-            raise TypeError(f"clock must be callable, got {type(clock).__name__}")
-        return cast(Clock, clock)

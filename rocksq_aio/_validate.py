@@ -85,6 +85,27 @@ def ttl_seconds(value: object) -> float:
     return seconds
 
 
+def optional_seconds(value: object, argument: str) -> float | None:
+    """None, or a positive finite number of seconds (as a float)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{argument} must be a number of seconds (int or float) or None, "
+            f"got {_type_name(value)}"
+        )
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not 0 < seconds <= MAX_TTL_SECONDS:
+        raise ValueError(
+            f"{argument} must be a positive, finite number of seconds up to "
+            f"{MAX_TTL_SECONDS} (or None), got {value}"
+        )
+    return seconds
+
+
 def label_name(label: object) -> str:
     """Return the label if it is a non-empty str of at most MAX_LABEL_BYTES in UTF-8."""
     if not isinstance(label, str):

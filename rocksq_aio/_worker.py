@@ -20,9 +20,13 @@ Rules:
    a give-back it gets in return runs through this worker like any other
    operation, never on the event loop's thread.
 2. Waiters (``pop_wait``, iterators) are woken by ``arrivals``, the engine's
-   count of commits that made elements available, never by polling. An
-   engine without ``local_arrivals`` (elements come from other processes)
-   waits at its server instead: the read carries ``Operation.wait``.
+   count of commits that made elements available, never by polling; and at
+   the earliest lease deadline (``seconds_to_lease_expiry``), when their next
+   read releases the expired lease. A waiter arms that timer when it starts
+   to wait; ``deadline_changes`` moving (a first lease) wakes waiters so that
+   they arm it again. An engine without ``local_arrivals`` (elements come
+   from other processes) waits at its server instead: the read carries
+   ``Operation.wait``.
 3. An engine that ``runs_on="asyncio"`` (``_engine.AsyncEngine``) is not
    drained by the worker: async callers await its ``perform`` directly on
    asyncio and uvloop, and through the bridge (``_bridge``) on trio; it
@@ -151,6 +155,7 @@ class Worker:
         self._draining: anyio.Event | None = None
         self._arrival: anyio.Event | None = None
         self._seen_arrivals = 0
+        self._armed_deadlines = 0
         # The thread side.
         self._lock = threading.Lock()
         self._finished = threading.Condition(self._lock)
@@ -238,7 +243,7 @@ class Worker:
                 arrival = self.arrival_event()
                 read = build()
                 result = await self.perform(read)
-                if found(result) or not await wait_until(arrival, deadline):
+                if found(result) or not await self.wait_for_arrival(arrival, deadline):
                     return read, result
         while True:
             read = build()
@@ -285,11 +290,37 @@ class Worker:
 
     def announce_arrivals(self) -> None:
         # Wakes waiters on the event loop thread once the engine has
-        # committed new elements (pushes, adds, and items given back).
-        arrivals = self.engine.arrivals
+        # committed new elements (pushes, adds, and items given back), or
+        # made a lease that ends before the timers the waiters armed.
+        engine = self.engine
+        arrivals = engine.arrivals
         if arrivals != self._seen_arrivals:
             self._seen_arrivals = arrivals
             self.wake_waiters()
+        elif self._arrival is not None and engine.deadline_changes != self._armed_deadlines:
+            self.wake_waiters()
+
+    async def wait_for_arrival(self, arrival: anyio.Event, deadline: float | None) -> bool:
+        """Wait for ``arrival`` or the earliest lease deadline; False if ``deadline`` came first.
+
+        True means "look again": something arrived, or a lease expired and
+        the next read releases it.
+        """
+        engine = self.engine
+        self._armed_deadlines = engine.deadline_changes  # before reading the deadline
+        seconds = engine.seconds_to_lease_expiry()
+        wake_at = deadline
+        if seconds is not None:
+            lease_at = anyio.current_time() + seconds
+            if wake_at is None or lease_at < wake_at:
+                wake_at = lease_at
+        if wake_at is None:
+            await arrival.wait()
+            return True
+        with anyio.move_on_at(wake_at):
+            await arrival.wait()
+            return True
+        return wake_at != deadline
 
     def arrival_event(self) -> anyio.Event:
         """An event set at the next arrival (or close); take it before looking."""

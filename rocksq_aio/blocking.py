@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from . import _dispatch, _engines
-from ._dispatch import Reservation, settle_operation
+from ._dispatch import Reservation, extend_operation, settle_operation
 from ._engine import FifoEngine, MpmcEngine, QueueEngine
 from ._errors import (
     LeaseExpiredError,
@@ -72,6 +72,13 @@ class ReservedBatch:
     def settled(self) -> bool:
         return self._reservation.settled
 
+    @property
+    def deliveries(self) -> list[int]:
+        """How many times each item has been handed out, this time included (1 the first).
+
+        Counted on disk with the lease: a restart or a crash keeps the count."""
+        return self._reservation.deliveries
+
     def ack(self) -> None:
         """The items were processed: they are never delivered again."""
         self._engine.run(settle_operation(self._reservation, ack=True))
@@ -79,6 +86,14 @@ class ReservedBatch:
     def nack(self) -> None:
         """The items were not processed: they are delivered again, first."""
         self._engine.run(settle_operation(self._reservation, ack=False))
+
+    def extend(self) -> None:
+        """Renew the lease for another ``lease_timeout`` (a heartbeat of a long job).
+
+        ``ack``, ``nack`` and ``extend`` raise LeaseExpiredError, changing
+        nothing, once the lease has expired: the items went back to the queue.
+        """
+        self._engine.run(extend_operation(self._reservation))
 
 
 @contextmanager
@@ -110,6 +125,9 @@ class PersistentQueueWithCapacity(_BlockingQueue[FifoEngine]):
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
+        clock: Clock | None = None,
+        lease_timeout: float | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         options = FifoOptions.from_arguments(locals())
         engine = self._engine = _engines.open_fifo(path, options)
@@ -127,6 +145,11 @@ class PersistentQueueWithCapacity(_BlockingQueue[FifoEngine]):
     def pop(self, max_elements: int = 1, no_gil: bool = True) -> list[bytes]:
         """Remove and return up to ``max_elements`` items from the head ([] when empty)."""
         return self._engine.pop(max_elements, no_gil)
+
+    def peek(self, max_elements: int = 1) -> list[bytes]:
+        """The items the next pop() would return (up to ``max_elements``), consuming nothing."""
+        items: list[bytes] = self._engine.run(_dispatch.peek_operation(max_elements))
+        return items
 
     @property
     def payload_size(self) -> int:
@@ -174,6 +197,8 @@ class MpmcQueue(_BlockingQueue[MpmcEngine]):
         clock: Clock | None = None,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        lease_timeout: float | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         options = MpmcOptions.from_arguments(locals())
         engine = self._engine = _engines.open_mpmc(path, options)
@@ -206,6 +231,12 @@ class MpmcQueue(_BlockingQueue[MpmcEngine]):
     def remove_label(self, label: str, no_gil: bool = True) -> bool:
         """Forget ``label`` and its position; False when it did not exist."""
         return self._engine.remove_label(label, no_gil)
+
+    def peek(self, label: str, max_elements: int = 1) -> list[bytes]:
+        """The items ``label``'s next read would return (a new label: from the oldest),
+        consuming nothing and creating no label."""
+        items: list[bytes] = self._engine.run(_dispatch.peek_label_operation(label, max_elements))
+        return items
 
     @property
     def labels(self) -> list[str]:

@@ -279,6 +279,9 @@ class PersistentQueueWithCapacity(_NonblockingQueue[FifoEngine]):
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
+        clock: Clock | None = None,
+        lease_timeout: float | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         options = FifoOptions.from_arguments(locals())
         inflight = options.inflight_limit()
@@ -345,6 +348,8 @@ class MpmcQueue(_NonblockingQueue[MpmcEngine]):
         clock: Clock | None = None,
         directory_mode: int = DEFAULT_DIRECTORY_MODE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        lease_timeout: float | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         options = MpmcOptions.from_arguments(locals())
         inflight = options.inflight_limit()

@@ -102,6 +102,21 @@ class JetStreamQueue(ClosesOnExit):
         self.pushed_sequence = 0
         """The stream sequence of the last element this handle stored."""
 
+    # ------------------------------------------------------------ leases
+    # The server keeps the leases (ack_wait) and redelivers by itself: this
+    # handle never has one to release (``_engine.QueueEngine``).
+
+    @property
+    def lease_timeout(self) -> float | None:
+        return None
+
+    @property
+    def deadline_changes(self) -> int:
+        return 0
+
+    def seconds_to_lease_expiry(self) -> float | None:
+        return None
+
     # ------------------------------------------------------------ opening
 
     def _open(self) -> None:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from .._dispatch import Dispatcher
 from .._engine import Capabilities
 from .._errors import QueueClosedError
+from .._leases import LeasingDispatcher
 from .._types import ClosesOnExit
 from . import registry
 
 CAPABILITIES = Capabilities(name="memory", durable=False)
 
 
-class MemoryQueue(ClosesOnExit, Dispatcher):
+class MemoryQueue(ClosesOnExit, LeasingDispatcher):
     """A handle on one named memory queue, the only one open on that name."""
 
     capabilities = CAPABILITIES

@@ -16,6 +16,7 @@ from collections import deque
 from .. import _validate
 from .._dispatch import Operation, OperationKind, Reservation, pop_operation, push_operation
 from .._errors import LeaseExpiredError, QueueFullError
+from .._leases import LeaseTable
 from .._options import FifoOptions
 from .base import MemoryQueue
 
@@ -37,16 +38,18 @@ def queue_full(length: int, count: int, capacity: int) -> QueueFullError:
 class FifoStore:
     """A FIFO queue's data, kept in the registry between opens."""
 
-    __slots__ = ("head", "items", "leased", "payload_size")
+    __slots__ = ("deliveries", "head", "items", "leased", "payload_size")
 
     def __init__(self) -> None:
         self.head = 0
         """Index of the oldest item; the tail is ``head + len(items)``."""
         self.items: deque[bytes] = deque()
         self.payload_size = 0
-        self.leased: dict[tuple[int, int], bytes] = {}
-        """Reserved items not settled yet, by (reservation number, the index each had),
-        as in RocksDB's ``leased``."""
+        self.leased: dict[tuple[int, int], tuple[bytes, int]] = {}
+        """Reserved items and their deliveries, not settled yet, by (reservation
+        number, the index each had), as in RocksDB's ``leased``."""
+        self.deliveries: dict[int, int] = {}
+        """Deliveries of the stored items handed out before, by index (RocksDB's ``deliveries``)."""
 
     def copy(self) -> FifoStore:
         copied = FifoStore()
@@ -54,9 +57,10 @@ class FifoStore:
         copied.items = deque(self.items)
         copied.payload_size = self.payload_size
         copied.leased = dict(self.leased)
+        copied.deliveries = dict(self.deliveries)
         return copied
 
-    def give_back(self, items: list[bytes]) -> None:
+    def give_back(self, items: list[bytes], deliveries: list[int] | None = None) -> None:
         """Put items taken earlier back in front of the head, in their order."""
         if len(items) > self.head:
             # The RocksDB engine's check (plan_fifo_give_back), kept so that
@@ -65,6 +69,20 @@ class FifoStore:
         self.head -= len(items)
         self.items.extendleft(reversed(items))
         self.payload_size += sum(map(len, items))
+        for index, times in enumerate(deliveries or (), self.head):
+            if times:
+                self.deliveries[index] = times
+
+    def take(self, limit: int) -> tuple[list[bytes], list[int] | None]:
+        """Remove up to ``limit`` items from the head, with their deliveries (None: all 0)."""
+        items = self.items
+        values = [items.popleft() for _ in range(min(limit, len(items)))]
+        counts = None
+        if self.deliveries:
+            counts = [self.deliveries.pop(i, 0) for i in range(self.head, self.head + len(values))]
+        self.head += len(values)
+        self.payload_size -= sum(map(len, values))
+        return values, (counts if counts and any(counts) else None)
 
 
 def _reopened(stored: FifoStore) -> FifoStore:
@@ -77,7 +95,8 @@ def _reopened(stored: FifoStore) -> FifoStore:
         store.payload_size = 0
     if store.leased:
         # Reservations left at close go back to the head, oldest first.
-        store.give_back([store.leased[key] for key in sorted(store.leased)])
+        leases = [store.leased[key] for key in sorted(store.leased)]
+        store.give_back([item for item, _times in leases], [times for _item, times in leases])
         store.leased.clear()
     return store
 
@@ -89,6 +108,8 @@ class MemoryFifo(MemoryQueue):
         # Validated in the RocksDB engine's order, so a bad argument raises the same error.
         self.max_elements = options.capacity()
         local = options.local()  # sync, cache_bytes, directory_mode: validated, unused
+        self._leases: LeaseTable[Reservation] = LeaseTable(options.leases())
+        self._clock = options.time_source()
         super().__init__(name, "FIFO", local.batch_bytes)
         try:
             stored = self._slot.data
@@ -129,6 +150,7 @@ class MemoryFifo(MemoryQueue):
         """Items reserved and not yet acked or nacked."""
         return self._reserved_count
 
+
     # ------------------------------------------------------------ blocking face
 
     def push(self, items: object, no_gil: object = True) -> None:
@@ -139,7 +161,7 @@ class MemoryFifo(MemoryQueue):
         if no_gil is not True and no_gil is not False:
             _validate.flag(no_gil, "no_gil")
         operation = push_operation(items)
-        if not operation.arguments[0]:
+        if not operation.arguments[0] and not self._leases.due_now():
             # The RocksDB engine's blocking push returns before the capacity
             # check: an empty push succeeds even on a queue reopened with a
             # capacity below its length (a push operation in a group fails).
@@ -164,6 +186,10 @@ class MemoryFifo(MemoryQueue):
         # alone), so changing the store in place commits as RocksDB does.
         store = self._store
         capacity = self.max_elements
+        leases = self._leases
+        now = leases.now()
+        if leases.due(now):
+            self._release_locked([reservation for _number, reservation in leases.take_expired(now)])
         reservations: list[Reservation] = []
         pushed = False
         for operation in group:
@@ -178,17 +204,31 @@ class MemoryFifo(MemoryQueue):
                 store.payload_size += sum(map(len, values))
                 pushed = pushed or bool(values)
             elif kind is OperationKind.POP:
-                operation.result = self._take(operation.arguments[0])
+                # The token: their deliveries, restored if they are given back.
+                operation.result, operation.token = store.take(operation.arguments[0])
             elif kind is OperationKind.RESERVE:
                 head = store.head
-                values = self._take(operation.arguments[0])
+                values, before = store.take(operation.arguments[0])
+                deliveries = [1] * len(values) if before is None else [n + 1 for n in before]
                 # The token names the leases: (reservation number, first index).
                 number = next(self._reservation_numbers)
-                reservation = Reservation(values, (number, head), self.generation)
-                for index, value in enumerate(values, head):
-                    store.leased[number, index] = value
+                reservation = Reservation(
+                    values, (number, head), self.generation, deliveries=deliveries
+                )
+                for index, value, times in zip(
+                    range(head, head + len(values)), values, deliveries, strict=True
+                ):
+                    store.leased[number, index] = (value, times)
                 operation.result = reservation
-                reservations.append(reservation)
+                if values:
+                    reservations.append(reservation)
+            elif kind is OperationKind.PEEK:
+                operation.result = list(itertools.islice(store.items, operation.arguments[0]))
+            elif kind is OperationKind.EXTEND:
+                try:
+                    self._extend_locked(operation.arguments[0], now)
+                except LeaseExpiredError as refusal:
+                    operation.error = refusal
             else:
                 try:
                     self._settle_locked(operation.arguments[0], kind)
@@ -196,37 +236,44 @@ class MemoryFifo(MemoryQueue):
                     operation.error = refusal  # changed nothing; the group goes on
         if pushed:
             self.arrivals += 1
-        self._reserved_count += sum(len(reservation.items) for reservation in reservations)
-
-    def _take(self, limit: int) -> list[bytes]:
-        store = self._store
-        items = store.items
-        values = [items.popleft() for _ in range(min(limit, len(items)))]
-        store.head += len(values)
-        store.payload_size -= sum(map(len, values))
-        return values
+        for reservation in reservations:
+            leases.add(reservation.token[0], reservation, now)
+            self._reserved_count += len(reservation.items)
 
     def _settle_locked(self, reservation: Reservation, kind: OperationKind) -> None:
         if reservation.settled or not reservation.items:
             reservation.settled = True
             return
-        self.check_settle(reservation)
-        store = self._store
-        number, first = reservation.token
+        self._check_lease(reservation)
         if kind is OperationKind.NACK:
-            store.give_back(reservation.items)  # may raise: then nothing changed
-        for index in range(first, first + len(reservation.items)):
-            store.leased.pop((number, index), None)
+            self._release_locked([reservation])
+        else:
+            self._forget_leases(reservation)
+            self._reserved_count -= len(reservation.items)
+        self._leases.pop(reservation.token[0])
         reservation.settled = True
-        self._reserved_count -= len(reservation.items)
-        if kind is OperationKind.NACK:
-            self.arrivals += 1
+
+    def _forget_leases(self, reservation: Reservation) -> None:
+        number, first = reservation.token
+        for index in range(first, first + len(reservation.items)):
+            del self._store.leased[number, index]
+
+    def _release_locked(self, released: list[Reservation]) -> None:
+        """Give back reservations together, the first in front (RocksDB's plan_fifo_release)."""
+        items = [item for reservation in released for item in reservation.items]
+        deliveries = [times for reservation in released for times in reservation.deliveries]
+        self._store.give_back(items, deliveries)
+        for reservation in released:
+            self._forget_leases(reservation)
+        self._reserved_count -= len(items)
+        self.arrivals += 1
 
     def _give_back_locked(self, read: Operation, delivered: int) -> None:
         if read.kind is OperationKind.POP and read.result:
             items: list[bytes] = read.result[delivered:]
+            counts: list[int] | None = read.token
             if items:
-                self._store.give_back(items)
+                self._store.give_back(items, None if counts is None else counts[delivered:])
                 self.arrivals += 1
             read.result = read.result[:delivered]
         elif read.kind is OperationKind.RESERVE and read.result is not None:

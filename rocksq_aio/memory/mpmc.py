@@ -13,18 +13,21 @@ import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from .. import _validate
 from .._dispatch import (
+    NextGiveBack,
     Operation,
     OperationKind,
     Reservation,
     add_operation,
     next_operation,
     remove_label_operation,
+    split_next_read,
 )
 from .._errors import LeaseExpiredError
+from .._leases import LeaseTable
 from .._options import MpmcOptions
 from .._types import StartPosition
 from .base import MemoryQueue
@@ -51,8 +54,9 @@ class MpmcStore:
         self.elements: dict[int, tuple[int, bytes]] = {}
         """(timestamp in ms, item) by index, for the indices [head, tail)."""
         self.positions: dict[str, Position] = {}
-        self.given_back: dict[str, deque[bytes]] = {}
-        self.leased: dict[tuple[str, int], list[bytes]] = {}
+        self.given_back: dict[str, deque[tuple[bytes, int]]] = {}
+        """Items given back to a label, with their deliveries, served to it first."""
+        self.leased: dict[tuple[str, int], list[tuple[bytes, int]]] = {}
         """Reserved items not settled yet, by (label, the handle's reservation number)."""
 
     def copy(self) -> MpmcStore:
@@ -72,7 +76,7 @@ def _reopened(stored: MpmcStore) -> MpmcStore:
     order they were made.
     """
     store = stored.copy()
-    by_label: dict[str, list[bytes]] = {}
+    by_label: dict[str, list[tuple[bytes, int]]] = {}
     for label, number in sorted(store.leased):
         by_label.setdefault(label, []).extend(store.leased[label, number])
     store.leased.clear()
@@ -89,6 +93,7 @@ class MemoryMpmc(MemoryQueue):
         self.ttl = options.ttl_seconds()
         self._clock = options.time_source()
         local = options.local()  # sync, cache_bytes, directory_mode: validated, unused
+        self._leases: LeaseTable[Reservation] = LeaseTable(options.leases())
         # Rounded up, so that a TTL under a millisecond still expires.
         self._ttl_ms = math.ceil(self.ttl * 1000)
         # Numbered per handle, as on RocksDB: a reopen gives every earlier one back.
@@ -190,6 +195,11 @@ class MemoryMpmc(MemoryQueue):
         added = False
         settles = (OperationKind.ACK, OperationKind.NACK)
         self._expire(now_ms)
+        leases = self._leases
+        now = leases.now()
+        if leases.due(now):
+            self._release([reservation for _number, reservation in leases.take_expired(now)])
+        reserved: list[Reservation] = []
         for operation in group:
             kind = operation.kind
             if kind is OperationKind.ADD:
@@ -207,23 +217,39 @@ class MemoryMpmc(MemoryQueue):
             elif kind is OperationKind.RESERVE:
                 label = operation.arguments[0]
                 # A reserve clears the expiry report without making it, as on RocksDB.
-                items, _expired, _start = self._read(operation.arguments)
-                key = (label, next(self._reservation_numbers))
+                items, _expired, source = self._read(operation.arguments)
+                number = next(self._reservation_numbers)
+                deliveries = [n + 1 for n in source] if isinstance(source, list) else None
+                reservation = Reservation(
+                    items, (number, label), self.generation, label, deliveries
+                )
                 if items:
-                    store.leased[key] = items
+                    store.leased[label, number] = list(
+                        zip(items, reservation.deliveries, strict=True)
+                    )
                     self._reserved_counts[label] = self._reserved_counts.get(label, 0) + len(items)
-                operation.result = Reservation(items, key, self.generation, label)
+                    reserved.append(reservation)
+                operation.result = reservation
             elif kind in settles:
                 try:
                     self._settle_locked(operation.arguments[0], kind)
                 except LeaseExpiredError as refusal:
                     operation.error = refusal  # changed nothing; the group goes on
+            elif kind is OperationKind.PEEK:
+                operation.result = self._peek(*operation.arguments)
+            elif kind is OperationKind.EXTEND:
+                try:
+                    self._extend_locked(operation.arguments[0], now)
+                except LeaseExpiredError as refusal:
+                    operation.error = refusal
             else:
                 label = operation.arguments[0]
                 operation.result = store.positions.pop(label, None) is not None
                 store.given_back.pop(label, None)
         if added:
             self.arrivals += 1
+        for reservation in reserved:
+            leases.add(reservation.token[0], reservation, now)
 
     def _expire(self, now_ms: int) -> None:
         """Drop elements stamped at or before now - ttl; move the labels that had not read them."""
@@ -249,18 +275,19 @@ class MemoryMpmc(MemoryQueue):
                 store.positions[label] = Position(low, expired_unseen=True)
         store.head = low
 
-    def _read(self, arguments: tuple[Any, ...]) -> tuple[list[bytes], bool, int | None]:
+    def _read(self, arguments: tuple[Any, ...]) -> tuple[list[bytes], bool, int | list[int]]:
         """A next(): items given back to the label first, else from its position.
 
-        Returns the items, the expiry report and the index of the first item
-        (None for items given back before).
+        Returns the items, the expiry report and where they came from: the
+        index of the first, or (given back before) their deliveries.
         """
         label, start_position, limit = arguments
         store = self._store
         waiting = store.given_back.get(label)
         if waiting:
             # Neither creates the label nor makes its expiry report, as on RocksDB.
-            return [waiting.popleft() for _ in range(min(limit, len(waiting)))], False, None
+            taken = [waiting.popleft() for _ in range(min(limit, len(waiting)))]
+            return [item for item, _n in taken], False, [times for _item, times in taken]
         saved = store.positions.get(label)
         if saved is not None:
             start = saved
@@ -276,21 +303,42 @@ class MemoryMpmc(MemoryQueue):
             store.positions[label] = moved
         return items, start.expired_unseen, start.index
 
+    def _peek(self, label: str, limit: int) -> list[bytes]:
+        """What next(label) would return (a new label: from the oldest), changing nothing."""
+        store = self._store
+        waiting = store.given_back.get(label)
+        if waiting:
+            return [item for item, _n in itertools.islice(waiting, limit)]
+        saved = store.positions.get(label)
+        start = store.head if saved is None else saved.index
+        return [store.elements[index][1] for index in range(start, min(start + limit, store.tail))]
+
     def _settle_locked(self, reservation: Reservation, kind: OperationKind) -> None:
         if reservation.settled:
             return
         if not reservation.items:
             reservation.settled = True
             return
-        self.check_settle(reservation)
+        self._check_lease(reservation)
         reservation.settled = True
-        label = cast(str, reservation.label)
-        self._reserved_counts[label] -= len(reservation.items)
-        self._store.leased.pop(reservation.token, None)
+        self._leases.pop(reservation.token[0])
         if kind is OperationKind.NACK:
-            waiting = self._store.given_back.setdefault(label, deque())
-            waiting.extendleft(reversed(reservation.items))
-            self.arrivals += 1
+            self._release([reservation])
+            return
+        number, label = reservation.token
+        self._reserved_counts[label] -= len(reservation.items)
+        del self._store.leased[label, number]
+
+    def _release(self, released: list[Reservation]) -> None:
+        """Give back reservations to their labels, first, the first in front (as on RocksDB)."""
+        by_label: dict[str, list[tuple[bytes, int]]] = {}
+        for reservation in released:
+            number, label = reservation.token
+            self._reserved_counts[label] -= len(reservation.items)
+            by_label.setdefault(label, []).extend(self._store.leased.pop((label, number)))
+        for label, items in by_label.items():
+            self._store.given_back.setdefault(label, deque()).extendleft(reversed(items))
+        self.arrivals += 1
 
     def _give_back_locked(self, read: Operation, delivered: int) -> None:
         if read.kind is OperationKind.RESERVE:
@@ -298,20 +346,10 @@ class MemoryMpmc(MemoryQueue):
             return
         if read.kind is not OperationKind.NEXT:
             return
-        items, expired = read.result
-        start: int | None = read.token
-        read.result = (items[:delivered], False)
-        # The expiry report goes back with a read none of whose items was delivered.
-        self._give_back_next(
-            read.arguments[0],
-            items[delivered:],
-            None if start is None else start + delivered,
-            expired and delivered == 0,
-        )
+        self._give_back_next(split_next_read(read, delivered))
 
-    def _give_back_next(
-        self, label: str, items: list[bytes], start: int | None, expired: bool
-    ) -> None:
+    def _give_back_next(self, back: NextGiveBack) -> None:
+        label, items, start, expired, deliveries = back
         if not items:
             return
         self.arrivals += 1
@@ -324,4 +362,5 @@ class MemoryMpmc(MemoryQueue):
             return
         # The label read further meanwhile: its position cannot move back, so
         # these items are served first to its next read.
-        store.given_back.setdefault(label, deque()).extendleft(reversed(items))
+        returned = zip(items, deliveries or [0] * len(items), strict=True)
+        store.given_back.setdefault(label, deque()).extendleft(reversed(list(returned)))

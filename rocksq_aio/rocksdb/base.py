@@ -7,9 +7,9 @@ import contextlib
 import weakref
 from typing import Any, Generic, TypeVar
 
-from .._dispatch import Dispatcher
 from .._engine import Capabilities
 from .._errors import QueueError
+from .._leases import LeasingDispatcher
 from .._options import LocalOptions
 from .._types import ClosesOnExit
 from .directory import directory_size
@@ -35,7 +35,7 @@ def _close_open_queues() -> None:
             queue.close()
 
 
-class RocksDBQueue(ClosesOnExit, Dispatcher, Generic[StateT]):
+class RocksDBQueue(ClosesOnExit, LeasingDispatcher, Generic[StateT]):
     """A queue kept in one RocksDB directory, opened by this process alone."""
 
     save_counters_every = 1024

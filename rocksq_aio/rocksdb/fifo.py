@@ -15,13 +15,14 @@ from typing import NamedTuple, cast
 from .. import _validate
 from .._dispatch import Operation, OperationKind, Reservation
 from .._errors import LeaseExpiredError
+from .._leases import NEVER, LeaseTable
 from .._options import FifoOptions
 from . import format as _format
 from . import plan as _plan
 from . import recovery
 from .base import RocksDBQueue
 from .format import FIFO_COLUMN_FAMILIES, FifoState
-from .plan import WritePlan
+from .plan import Released, WritePlan
 
 
 class FifoSnapshot(NamedTuple):
@@ -31,6 +32,11 @@ class FifoSnapshot(NamedTuple):
     """Index the next pushed element gets."""
     pending: int
     """Items reserved and not yet settled."""
+
+
+def _released(reservation: Reservation) -> Released:
+    number, first = reservation.token
+    return Released(number, first, reservation.items, reservation.deliveries)
 
 
 # Builds a FifoState without NamedTuple.__new__'s Python-level call: half
@@ -44,10 +50,14 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
     def __init__(self, path: str, options: FifoOptions) -> None:
         self.max_elements = options.capacity()
         local = options.local()
+        self._leases: LeaseTable[Reservation] = LeaseTable(options.leases())
+        self._clock = options.time_source()
         self._cache_limit = local.cache_bytes
         super().__init__(path, FIFO_COLUMN_FAMILIES, local)
         try:
-            self._state = recovery.open_fifo(self._store, self.save_counters_every)
+            self._state, self._deliveries = recovery.open_fifo(
+                self._store, self.save_counters_every
+            )
         except BaseException:
             self._store.close()
             raise
@@ -86,6 +96,12 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         if no_gil is not True and no_gil is not False:
             _validate.flag(no_gil, "no_gil")
         one_bytes_item = type(items) is list and len(items) == 1 and type(items[0]) is bytes
+        leases = self._leases
+        if leases.earliest != NEVER and leases.clock() >= leases.earliest:
+            # A lease expired: the general path releases it first.
+            values = cast("list[bytes]", items) if one_bytes_item else _validate.item_list(items)
+            self.run(Operation(OperationKind.PUSH, (list(values),), sum(map(len, values))))
+            return
         if one_bytes_item:
             # One bytes item and no other caller: the blocking face's hot
             # path, spelled out because each helper call costs about as much
@@ -171,7 +187,14 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
             else _validate.positive_int(max_elements, "max_elements")
         )
         lock = self._lock
-        if not lock.acquire(False):
+        leases = self._leases
+        if (
+            self._deliveries
+            or (leases.earliest != NEVER and leases.clock() >= leases.earliest)
+            or not lock.acquire(False)
+        ):
+            # Contended, a lease expired (the general path releases it first),
+            # or items handed out before are stored (their deliveries go too).
             result: list[bytes] = self.run(Operation(OperationKind.POP, (limit,)))
             return result
         try:
@@ -217,21 +240,40 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         finally:
             lock.release()
 
-    def _give_back_items_locked(self, items: list[bytes]) -> None:
-        """Put items popped earlier back at the head, in order."""
+    def _give_back_items_locked(self, items: list[bytes], deliveries: list[int] | None) -> None:
+        """Put items popped earlier back at the head, in order, with their deliveries."""
         if not items:
             return
         self._store.check_usable()
-        self._trim_cache()  # see _settle_locked
+        self._trim_cache()  # see _release_locked
         plan = WritePlan()
-        state = _plan.plan_fifo_give_back(self._state, items, plan)
+        state = _plan.plan_fifo_give_back(self._state, items, plan, deliveries)
         self._store.apply(plan)
         self._state = state
+        self._count_deliveries(state.head, deliveries)
         self.arrivals += 1
+
+    def _count_deliveries(self, first: int, deliveries: list[int] | None) -> None:
+        """Note the deliveries of items just put at indices ``first`` on."""
+        for index, times in enumerate(deliveries or (), first):
+            if times:
+                self._deliveries[index] = times
+
+    def _take_deliveries(self, first: int, count: int) -> tuple[list[int] | None, list[int]]:
+        """The deliveries of the stored items [first, first + count) (None: all 0), forgotten,
+        and the indices among them that had some."""
+        if not self._deliveries:
+            return None, []
+        counts = [self._deliveries.pop(index, 0) for index in range(first, first + count)]
+        counted = [index for index, times in enumerate(counts, first) if times]
+        return (counts if counted else None), counted
 
     def _give_back_locked(self, read: Operation, delivered: int) -> None:
         if read.kind is OperationKind.POP and read.result:
-            self._give_back_items_locked(read.result[delivered:])
+            counts: list[int] | None = read.token
+            self._give_back_items_locked(
+                read.result[delivered:], None if counts is None else counts[delivered:]
+            )
             read.result = read.result[:delivered]
         elif read.kind is OperationKind.RESERVE and read.result is not None:
             self._settle_locked(read.result, OperationKind.NACK)
@@ -257,34 +299,55 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         """Items reserved and not yet acked or nacked."""
         return self._reserved_count
 
+
     def _settle_locked(self, reservation: Reservation, kind: OperationKind) -> None:
         if reservation.settled or not reservation.items:
             reservation.settled = True
             return
-        self.check_settle(reservation)
+        self._check_lease(reservation)
         self._store.check_usable()
-        # Nacked items go back below the head: no cached entry may still
+        number, first = reservation.token
+        plan = WritePlan()
+        if kind is OperationKind.NACK:
+            self._release_locked([_released(reservation)])
+        else:
+            _plan.plan_fifo_ack(number, first, len(reservation.items), plan)
+            self._store.apply(plan)
+            self._reserved_count -= len(reservation.items)
+        self._leases.pop(number)
+        reservation.settled = True
+
+    def _release_locked(self, released: list[Released]) -> None:
+        """Give back reservations together, the first in front, with their deliveries."""
+        # Released items go back below the head: no cached entry may still
         # claim those indices for items popped before.
         self._trim_cache()
         plan = WritePlan()
-        state = self._state
-        number, first = reservation.token
-        if kind is OperationKind.NACK:
-            state = _plan.plan_fifo_nack(state, number, first, reservation.items, plan)
-        else:
-            _plan.plan_fifo_ack(number, first, len(reservation.items), plan)
+        state = _plan.plan_fifo_release(self._state, released, plan)
         self._store.apply(plan)
         self._state = state
-        reservation.settled = True
-        self._reserved_count -= len(reservation.items)
-        if kind is OperationKind.NACK:
-            self.arrivals += 1
+        for reservation in released:
+            self._count_deliveries(state.head, reservation.deliveries)
+            state = state._replace(head=state.head + len(reservation.items))
+            self._reserved_count -= len(reservation.items)
+        self.arrivals += 1
+
+    def _release_expired_locked(self, now: float) -> None:
+        self._release_locked(
+            [_released(reservation) for _number, reservation in self._leases.take_expired(now)]
+        )
 
     def _execute(self, group: list[Operation]) -> None:
+        leases = self._leases
+        now = leases.now()
+        if leases.due(now):
+            self._store.check_usable()
+            self._release_expired_locked(now)
         state = self._state
         plan = WritePlan()
         cached = 0
         reservations: list[Reservation] = []
+        reserved_ms: int | None = None
         pushed = False
         try:
             position, count = 0, len(group)
@@ -315,17 +378,36 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
                     pushed = pushed or bool(accepted)
                 elif operation.kind is OperationKind.POP:
                     values = self._read_head(state, min(operation.arguments[0], state.length))
-                    state = _plan.plan_fifo_pop(state, values, plan)
+                    # The token: their deliveries, restored if they are given back.
+                    operation.token, counted = self._take_deliveries(state.head, len(values))
+                    state = _plan.plan_fifo_pop(state, values, plan, counted)
                     operation.result = values
                 elif operation.kind is OperationKind.RESERVE:
                     values = self._read_head(state, min(operation.arguments[0], state.length))
+                    before, counted = self._take_deliveries(state.head, len(values))
+                    deliveries = [1] * len(values) if before is None else [n + 1 for n in before]
                     # The token names the leases: (reservation number, first index).
                     number = next(self._reservation_numbers)
-                    reservation = Reservation(values, (number, state.head), self.generation)
+                    reservation = Reservation(
+                        values, (number, state.head), self.generation, deliveries=deliveries
+                    )
                     if values:
-                        state = _plan.plan_fifo_reserve(state, number, values, plan)
+                        if reserved_ms is None:
+                            reserved_ms = int(self._clock() * 1000)
+                        state = _plan.plan_fifo_reserve(
+                            state, number, values, deliveries, reserved_ms, plan, counted
+                        )
+                        reservations.append(reservation)
                     operation.result = reservation
-                    reservations.append(reservation)
+                elif operation.kind is OperationKind.PEEK:
+                    operation.result = self._read_head(
+                        state, min(operation.arguments[0], state.length)
+                    )
+                elif operation.kind is OperationKind.EXTEND:
+                    try:
+                        self._extend_locked(operation.arguments[0], now)
+                    except LeaseExpiredError as refusal:
+                        operation.error = refusal
                 else:
                     # Settled on their own, after what came before: a nack
                     # writes below the head, which reads of this group must see.
@@ -346,7 +428,9 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
             raise
         if pushed:  # not ``cached``: a settle in the group resets that
             self.arrivals += 1
-        self._reserved_count += sum(len(reservation.items) for reservation in reservations)
+        for reservation in reservations:
+            leases.add(reservation.token[0], reservation, now)
+            self._reserved_count += len(reservation.items)
         self._state = state
         self._trim_cache()
 

@@ -11,14 +11,24 @@ Layout (column families):
 * ``positions`` (MPMC): key = UTF-8 label, value = 8-byte index of the next
   element to read + 1 byte of flags.
 * ``returned`` (MPMC): key = UTF-8 label, value = items given back to a label
-  that had read further meanwhile, served to its next read first.
+  that had read further meanwhile, served to its next read first (v3:
+  counted items: each with its deliveries).
 * ``leased``: reservations not yet settled. FIFO: key = 8-byte reservation
-  number + 8-byte index the item had, value = the item (older directories have
-  8-byte keys, the index alone, read as reservation 0).
-  The index only orders a reservation's items: a nack puts items back below
-  the head, under indices a later reservation may still hold leases on, so
-  the index alone is no key. MPMC: key = label (length-prefixed) + reservation
-  number, value = the items.
+  number + 8-byte index the item had (older directories have 8-byte keys, the
+  index alone, read as reservation 0), value = 4-byte deliveries + 8-byte
+  reservation time (wall clock, ms) + the item. The index only orders a
+  reservation's items: a nack puts items back below the head, under indices a
+  later reservation may still hold leases on, so the index alone is no key.
+  MPMC: key = label (length-prefixed) + reservation number, value = 8-byte
+  reservation time (ms) + the items with their deliveries (counted items).
+* ``deliveries`` (FIFO): key = index of a stored element that was handed out
+  before (released or nacked), value = 4-byte count; no key means 0.
+
+Deliveries count how many times an item was reserved (1 the first time).
+Format v3 adds them; v1 and v2 values hold none: their leased items count as
+delivered once, items given back to an MPMC label as never. The first open
+upgrades them, in the batch that gives their leases back (so no value is ever
+read in the wrong layout).
 
 Format v2: the FIFO one-item push and pop, and the MPMC one-item add, write
 only their data key, so the saved counters may lag behind the keys; they are a
@@ -42,20 +52,25 @@ META_CF = "meta"
 POSITIONS_CF = "positions"
 GIVEN_BACK_CF = "returned"
 RESERVED_CF = "leased"
+DELIVERIES_CF = "deliveries"
 
 FORMAT_KEY = b"kind"
 STATE_KEY = b"state"
 STAGING_KEY = b"staging"
-FIFO_FORMAT = b"rocksq_aio.fifo.v2"
+FIFO_FORMAT = b"rocksq_aio.fifo.v3"
+FIFO_FORMAT_V2 = b"rocksq_aio.fifo.v2"
+"""No deliveries; read, and upgraded to v3 at the first open."""
 FIFO_FORMAT_V1 = b"rocksq_aio.fifo.v1"
-"""Counters always exact; read, and upgraded to v2 at the first open."""
-FIFO_FORMATS = (FIFO_FORMAT, FIFO_FORMAT_V1)
-MPMC_FORMAT = b"rocksq_aio.mpmc.v2"
+"""Counters always exact, no deliveries; read, and upgraded to v3 at the first open."""
+FIFO_FORMATS = (FIFO_FORMAT, FIFO_FORMAT_V2, FIFO_FORMAT_V1)
+MPMC_FORMAT = b"rocksq_aio.mpmc.v3"
+MPMC_FORMAT_V2 = b"rocksq_aio.mpmc.v2"
+"""No deliveries; read, and upgraded to v3 at the first open."""
 MPMC_FORMAT_V1 = b"rocksq_aio.mpmc.v1"
-"""Counters always exact; read, and upgraded to v2 at the first open."""
-MPMC_FORMATS = (MPMC_FORMAT, MPMC_FORMAT_V1)
+"""Counters always exact, no deliveries; read, and upgraded to v3 at the first open."""
+MPMC_FORMATS = (MPMC_FORMAT, MPMC_FORMAT_V2, MPMC_FORMAT_V1)
 
-FIFO_COLUMN_FAMILIES = (DATA_CF, META_CF, RESERVED_CF)
+FIFO_COLUMN_FAMILIES = (DATA_CF, META_CF, RESERVED_CF, DELIVERIES_CF)
 MPMC_COLUMN_FAMILIES = (DATA_CF, META_CF, POSITIONS_CF, GIVEN_BACK_CF, RESERVED_CF)
 
 MAX_INDEX = 2**64 - 1
@@ -97,6 +112,43 @@ def decode_fifo_lease_key(key: bytes) -> tuple[int, int]:
     raise QueueCorruptedError(
         f"lease key of {len(key)} bytes, expected {_FIFO_LEASE.size} (or {_INDEX.size})"
     )
+
+
+_COUNT = struct.Struct(">I")
+MAX_COUNT = 2**32 - 1
+"""Deliveries stop counting here (4 bytes); a limit, if any, is far below."""
+
+
+def encode_count(count: int) -> bytes:
+    return _COUNT.pack(min(count, MAX_COUNT))
+
+
+def decode_count(raw: bytes) -> int:
+    if len(raw) != _COUNT.size:
+        raise QueueCorruptedError(f"deliveries of {len(raw)} bytes, expected {_COUNT.size}")
+    count: int = _COUNT.unpack(raw)[0]
+    return count
+
+
+_FIFO_LEASE_HEADER = struct.Struct(">IQ")  # deliveries, reservation time (ms)
+
+
+def encode_fifo_lease(deliveries: int, reserved_ms: int, item: bytes) -> bytes:
+    return _FIFO_LEASE_HEADER.pack(min(deliveries, MAX_COUNT), reserved_ms) + item
+
+
+def decode_fifo_lease(raw: bytes, counted: bool = True) -> tuple[int, int, bytes]:
+    """(deliveries, reservation time in ms, item) of a FIFO lease value.
+
+    A value of format v1 or v2 (``counted=False``) is the item alone: delivered
+    once, at an unknown time (0).
+    """
+    if not counted:
+        return 1, 0, raw
+    if len(raw) < _FIFO_LEASE_HEADER.size:
+        raise QueueCorruptedError(f"lease value of {len(raw)} bytes has no header")
+    deliveries, reserved_ms = _FIFO_LEASE_HEADER.unpack_from(raw)
+    return deliveries, reserved_ms, raw[_FIFO_LEASE_HEADER.size :]
 
 
 def encode_staged_range(start: int, stop: int) -> bytes:
@@ -271,6 +323,56 @@ def decode_items(label_key: bytes, raw: bytes) -> list[bytes]:
         items.append(raw[offset : offset + length])
         offset += length
     return items
+
+
+_COUNTED_ITEM = struct.Struct(">II")  # deliveries, length
+
+
+def encode_counted_items(items: list[tuple[bytes, int]]) -> bytes:
+    """Items, each with its deliveries (format v3)."""
+    return b"".join(
+        _COUNTED_ITEM.pack(min(count, MAX_COUNT), len(item)) + item for item, count in items
+    )
+
+
+def decode_counted_items(
+    label_key: bytes, raw: bytes, offset: int = 0
+) -> list[tuple[bytes, int]]:
+    items: list[tuple[bytes, int]] = []
+    while offset < len(raw):
+        if offset + _COUNTED_ITEM.size > len(raw):
+            raise QueueCorruptedError(f"items of label {label_key!r} are truncated")
+        count, length = _COUNTED_ITEM.unpack_from(raw, offset)
+        offset += _COUNTED_ITEM.size
+        if offset + length > len(raw):
+            raise QueueCorruptedError(f"items of label {label_key!r} are truncated")
+        items.append((raw[offset : offset + length], count))
+        offset += length
+    return items
+
+
+def decode_given_back(
+    label_key: bytes, raw: bytes, counted: bool = True
+) -> list[tuple[bytes, int]]:
+    """Items given back to a label, with their deliveries (none before v3)."""
+    if counted:
+        return decode_counted_items(label_key, raw)
+    return [(item, 0) for item in decode_items(label_key, raw)]
+
+
+def encode_mpmc_lease(reserved_ms: int, items: list[tuple[bytes, int]]) -> bytes:
+    return _TIMESTAMP.pack(reserved_ms) + encode_counted_items(items)
+
+
+def decode_mpmc_lease(
+    key: bytes, raw: bytes, counted: bool = True
+) -> tuple[int, list[tuple[bytes, int]]]:
+    """(reservation time in ms, items with deliveries); before v3 the items alone (once, at 0)."""
+    if not counted:
+        return 0, [(item, 1) for item in decode_items(key, raw)]
+    if len(raw) < TIMESTAMP_BYTES:
+        raise QueueCorruptedError(f"reservation {key!r} has no reservation time")
+    return stamped_timestamp(raw), decode_counted_items(key, raw, TIMESTAMP_BYTES)
 
 
 _LABEL_LENGTH = struct.Struct(">H")

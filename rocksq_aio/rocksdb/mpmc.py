@@ -15,14 +15,17 @@ from typing import Any, NamedTuple, cast
 
 from .. import _validate
 from .._dispatch import (
+    NextGiveBack,
     Operation,
     OperationKind,
     Reservation,
     add_operation,
     next_operation,
     remove_label_operation,
+    split_next_read,
 )
 from .._errors import LeaseExpiredError, QueueCorruptedError
+from .._leases import NEVER, LeaseTable
 from .._options import MpmcOptions
 from .._types import StartPosition
 from . import format as _format
@@ -72,6 +75,7 @@ class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
         self.ttl = options.ttl_seconds()
         self._clock = options.time_source()
         local = options.local()
+        self._leases: LeaseTable[Reservation] = LeaseTable(options.leases())
         self._cache_limit = local.cache_bytes
         # Recently added items (without their stamps) by index, oldest first:
         # labels that keep up read them without touching the disk.
@@ -141,7 +145,10 @@ class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
         if store.failure is not None or store.closed:
             store.check_usable()
         now_ms = self._now_ms()
-        if self._due_cutoff(now_ms) is not None:
+        leases = self._leases
+        if self._due_cutoff(now_ms) is not None or (
+            leases.earliest != NEVER and leases.clock() >= leases.earliest
+        ):
             return False  # the general path plans the expiry in the same batch
         head_timestamp = self._head_timestamp_ms
         head, tail, newest, positions = self._state
@@ -202,11 +209,13 @@ class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
             store.check_usable()
         head, tail, newest, positions = self._state
         saved = positions.get(label)  # a known label was validated when it was first used
+        leases = self._leases
         if (
             saved is None
             or saved.expired_unseen
             or self._given_back.get(label)
             or self._due_cutoff(self._now_ms()) is not None
+            or (leases.earliest != NEVER and leases.clock() >= leases.earliest)
         ):
             return None
         index = saved.index
@@ -268,6 +277,12 @@ class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
         plan = WritePlan()
         now_ms = self._now_ms()
         state = self._expire(self._state, now_ms, plan)
+        leases = self._leases
+        now = leases.now()
+        if leases.due(now):
+            self._plan_release([reservation for _n, reservation in leases.take_expired(now)], plan)
+        reserved: list[Reservation] = []
+        reserved_ms: int | None = None
         committed_tail = state.tail
         added: list[bytes] = []  # items (unstamped) this group adds, from committed_tail on
         for operation in group:
@@ -282,19 +297,42 @@ class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
                 operation.result = (items, expired)
             elif operation.kind is OperationKind.RESERVE:
                 label = operation.arguments[0]
-                state, items, _expired, _start = self._plan_read(
+                state, items, _expired, source = self._plan_read(
                     state, operation.arguments, plan, committed_tail, added
                 )
-                key = _format.mpmc_reservation_key(label, next(self._reservation_numbers))
+                number = next(self._reservation_numbers)
+                key = _format.mpmc_reservation_key(label, number)
+                deliveries = [n + 1 for n in source] if isinstance(source, list) else None
+                reservation = Reservation(
+                    items, (number, key), self.generation, label, deliveries
+                )
                 if items:
-                    _plan.plan_mpmc_reserve(key, items, plan)
+                    if reserved_ms is None:
+                        reserved_ms = int(self._clock() * 1000)
+                    leased = list(zip(items, reservation.deliveries, strict=True))
+                    _plan.plan_mpmc_reserve(key, reserved_ms, leased, plan)
                     self._reserved_counts[label] = self._reserved_counts.get(label, 0) + len(items)
-                operation.result = Reservation(items, key, self.generation, label)
+                    reserved.append(reservation)
+                operation.result = reservation
             elif operation.kind in (OperationKind.ACK, OperationKind.NACK):
                 try:
                     self._plan_settle(operation.arguments[0], operation.kind, plan)
                 except LeaseExpiredError as refusal:
                     operation.error = refusal  # changed nothing; the group goes on
+            elif operation.kind is OperationKind.PEEK:
+                label, limit = operation.arguments
+                waiting = self._given_back.get(label)
+                if waiting:
+                    operation.result = [item for item, _n in itertools.islice(waiting, limit)]
+                else:
+                    start = _plan.label_start(state, label, StartPosition.Oldest)
+                    count = _plan.readable_count(state, start, limit)
+                    operation.result = self._read(start.index, count, committed_tail, added)
+            elif operation.kind is OperationKind.EXTEND:
+                try:
+                    self._extend_locked(operation.arguments[0], now)
+                except LeaseExpiredError as refusal:
+                    operation.error = refusal
             else:
                 label = operation.arguments[0]
                 state, removed = _plan.plan_mpmc_remove_label(state, label, plan)
@@ -305,6 +343,8 @@ class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
             self._store.apply(plan)
             if added:
                 self.arrivals += 1
+        for reservation in reserved:
+            leases.add(reservation.token[0], reservation, now)
         head_moved = state.head != self._state.head or self._head_timestamp_ms is None
         self._state = state
         if added:
@@ -319,18 +359,18 @@ class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
         plan: WritePlan,
         committed_tail: int,
         added: list[bytes],
-    ) -> tuple[MpmcState, list[bytes], bool, int | None]:
+    ) -> tuple[MpmcState, list[bytes], bool, int | list[int]]:
         """Plan a next(): items given back to the label first, else from its position.
 
-        Returns the new state, the items, the expiry report and the index of
-        the first item (None for items given back before).
+        Returns the new state, the items, the expiry report and where the items
+        came from: the index of the first, or (given back before) their deliveries.
         """
         label, start_position, limit = arguments
         given_back = self._given_back.get(label)
         if given_back:
-            items = [given_back.popleft() for _ in range(min(limit, len(given_back)))]
+            taken = [given_back.popleft() for _ in range(min(limit, len(given_back)))]
             _plan.plan_mpmc_given_back(label, list(given_back), plan)
-            return state, items, False, None
+            return state, [item for item, _n in taken], False, [times for _item, times in taken]
         start = _plan.label_start(state, label, start_position)
         count = _plan.readable_count(state, start, limit)
         items = self._read(start.index, count, committed_tail, added)
@@ -343,16 +383,30 @@ class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
         if not reservation.items:
             reservation.settled = True
             return
-        self.check_settle(reservation)
+        self._check_lease(reservation)
         reservation.settled = True
-        label = cast(str, reservation.label)
-        _plan.plan_mpmc_settle(reservation.token, plan)
-        self._reserved_counts[label] -= len(reservation.items)
+        self._leases.pop(reservation.token[0])
         if kind is OperationKind.NACK:
+            self._plan_release([reservation], plan)
+            return
+        _plan.plan_mpmc_settle(reservation.token[1], plan)
+        self._reserved_counts[cast(str, reservation.label)] -= len(reservation.items)
+
+    def _plan_release(self, released: list[Reservation], plan: WritePlan) -> None:
+        """Give back reservations to their labels, first, the first in front of the others."""
+        by_label: dict[str, list[tuple[bytes, int]]] = {}
+        for reservation in released:
+            label = cast(str, reservation.label)
+            _plan.plan_mpmc_settle(reservation.token[1], plan)
+            self._reserved_counts[label] -= len(reservation.items)
+            by_label.setdefault(label, []).extend(
+                zip(reservation.items, reservation.deliveries, strict=True)
+            )
+        for label, items in by_label.items():
             waiting = self._given_back.setdefault(label, deque())
-            waiting.extendleft(reversed(reservation.items))
+            waiting.extendleft(reversed(items))
             _plan.plan_mpmc_given_back(label, list(waiting), plan)
-            self.arrivals += 1
+        self.arrivals += 1
 
     # ------------------------------------------------------------ inspection
 
@@ -365,7 +419,11 @@ class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
                 tail,
                 newest,
                 dict(positions),
-                {label: list(items) for label, items in self._given_back.items() if items},
+                {
+                    label: [item for item, _times in waiting]
+                    for label, waiting in self._given_back.items()
+                    if waiting
+                },
                 {label: count for label, count in self._reserved_counts.items() if count},
             )
 
@@ -420,20 +478,10 @@ class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
             return
         if read.kind is not OperationKind.NEXT:
             return
-        items, expired = read.result
-        start = read.token
-        read.result = (items[:delivered], False)
-        # The expiry report goes back with a read none of whose items was delivered.
-        self._give_back_next_locked(
-            read.arguments[0],
-            items[delivered:],
-            None if start is None else start + delivered,
-            expired and delivered == 0,
-        )
+        self._give_back_next_locked(split_next_read(read, delivered))
 
-    def _give_back_next_locked(
-        self, label: str, items: list[bytes], start: int | None, expired: bool
-    ) -> None:
+    def _give_back_next_locked(self, back: NextGiveBack) -> None:
+        label, items, start, expired, deliveries = back
         if not items:
             return
         self.arrivals += 1
@@ -449,7 +497,8 @@ class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
         # The label read further meanwhile: its saved position cannot move
         # back, so these items are saved apart and served to its next read.
         waiting = self._given_back.setdefault(label, deque())
+        returned = list(zip(items, deliveries or [0] * len(items), strict=True))
         plan = WritePlan()
-        _plan.plan_mpmc_given_back(label, [*items, *waiting], plan)
+        _plan.plan_mpmc_given_back(label, [*returned, *waiting], plan)
         self._store.apply(plan)
-        waiting.extendleft(reversed(items))
+        waiting.extendleft(reversed(returned))

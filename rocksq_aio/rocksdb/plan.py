@@ -22,7 +22,9 @@ Rules every plan keeps (the engine relies on them):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .._errors import QueueCorruptedError, QueueFullError
 from .._types import StartPosition
@@ -36,10 +38,14 @@ from .format import (
     FifoState,
     LabelPosition,
     MpmcState,
+    encode_count,
+    encode_counted_items,
+    encode_fifo_lease,
     encode_fifo_lease_key,
     encode_fifo_state,
-    encode_items,
+    encode_index,
     encode_mpmc_counters,
+    encode_mpmc_lease,
     encode_position,
     encode_timestamp,
 )
@@ -66,6 +72,8 @@ class WritePlan:
     """Items given back to a label that had read further (see plan_mpmc_given_back)."""
     reserved_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     """Reservations not yet settled (see plan_fifo_reserve, plan_mpmc_reserve)."""
+    deliveries_writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    """Deliveries of stored FIFO elements handed out before (see plan_fifo_give_back)."""
 
     def delete_data(self, start: int, stop: int) -> None:
         """Delete indices [start, stop); ranges planned in one batch are contiguous."""
@@ -87,6 +95,7 @@ class WritePlan:
             or self.position_writes
             or self.given_back_writes
             or self.reserved_writes
+            or self.deliveries_writes
         )
 
 
@@ -159,18 +168,27 @@ def plan_fifo_pushes(
     return state, refusals
 
 
-def plan_fifo_pop(state: FifoState, popped: list[bytes], plan: WritePlan) -> FifoState:
-    """Remove ``popped`` (the values read at the head, in order) from the queue."""
+def plan_fifo_pop(
+    state: FifoState, popped: list[bytes], plan: WritePlan, counted: Iterable[int] = ()
+) -> FifoState:
+    """Remove ``popped`` (the values read at the head, in order) from the queue.
+
+    ``counted``: the indices among them that have deliveries, whose keys go too.
+    """
     new_state = fifo_popped(state, len(popped), sum(map(len, popped)))
     plan.delete_data(state.head, new_state.head)
+    plan.deliveries_writes.extend((encode_index(index), None) for index in counted)
     plan.meta_puts = [(STATE_KEY, encode_fifo_state(new_state))]
     return new_state
 
 
-def plan_fifo_give_back(state: FifoState, items: list[bytes], plan: WritePlan) -> FifoState:
+def plan_fifo_give_back(
+    state: FifoState, items: list[bytes], plan: WritePlan, deliveries: list[int] | None = None
+) -> FifoState:
     """Put items popped earlier back in front of the head, keeping their order.
 
-    Every item given back was popped first, so the head is always >= their count.
+    Every item given back was popped first, so the head is always >= their
+    count. ``deliveries``: how often each was handed out so far (none: never).
     """
     count = len(items)
     if count > state.head:
@@ -180,23 +198,40 @@ def plan_fifo_give_back(state: FifoState, items: list[bytes], plan: WritePlan) -
     new_state = FifoState(head, state.tail, state.payload_size + size)
     plan.data_puts.extend(zip(range(head, state.head), items, strict=True))
     plan.data_bytes += size
+    if deliveries is not None:
+        plan.deliveries_writes.extend(
+            (encode_index(index), encode_count(times))
+            for index, times in enumerate(deliveries, head)
+            if times
+        )
     _with_fifo_counters(plan, new_state)
     return new_state
 
 
 def plan_fifo_reserve(
-    state: FifoState, number: int, items: list[bytes], plan: WritePlan
+    state: FifoState,
+    number: int,
+    items: list[bytes],
+    deliveries: list[int],
+    reserved_ms: int,
+    plan: WritePlan,
+    counted: Iterable[int] = (),
 ) -> FifoState:
     """Move ``items`` (the values read at the head) into the leases of reservation ``number``.
 
-    Each stays on disk under (``number``, the index it had) until settled; a
-    lease still there at the next open was never settled and goes back to
-    the head. The number is part of the key because a nack puts items back
-    under indices that a later reservation may still hold leases on.
+    Each stays on disk under (``number``, the index it had), with its
+    ``deliveries`` (this one included) and the reservation time, until
+    settled; a lease still there at the next open was never settled and goes
+    back to the head. The number is part of the key because a nack puts items
+    back under indices that a later reservation may still hold leases on.
+    ``counted``: the indices whose deliveries key moves into the lease.
     """
-    new_state = plan_fifo_pop(state, items, plan)
+    new_state = plan_fifo_pop(state, items, plan, counted)
     plan.reserved_writes.extend(
-        (encode_fifo_lease_key(number, index), item) for index, item in enumerate(items, state.head)
+        (encode_fifo_lease_key(number, index), encode_fifo_lease(times, reserved_ms, item))
+        for index, item, times in zip(
+            range(state.head, new_state.head), items, deliveries, strict=True
+        )
     )
     return new_state
 
@@ -208,24 +243,41 @@ def plan_fifo_ack(number: int, first: int, count: int, plan: WritePlan) -> None:
     )
 
 
-def plan_fifo_nack(
-    state: FifoState, number: int, first: int, items: list[bytes], plan: WritePlan
-) -> FifoState:
-    """Return the items of reservation ``number`` (nack) to the head of the queue, in order."""
-    plan_fifo_ack(number, first, len(items), plan)
-    return plan_fifo_give_back(state, items, plan)
+class Released(NamedTuple):
+    """A reservation given back: its number, first index, items and their deliveries."""
+
+    number: int
+    first: int
+    items: list[bytes]
+    deliveries: list[int]
+
+
+def plan_fifo_release(state: FifoState, released: list[Released], plan: WritePlan) -> FifoState:
+    """Return reservations to the head together, the first in front, with their deliveries.
+
+    A nack releases one; expiry releases every lease that ended at once,
+    oldest reservation first.
+    """
+    items: list[bytes] = []
+    deliveries: list[int] = []
+    for reservation in released:
+        plan_fifo_ack(reservation.number, reservation.first, len(reservation.items), plan)
+        items.extend(reservation.items)
+        deliveries.extend(reservation.deliveries)
+    return plan_fifo_give_back(state, items, plan, deliveries)
 
 
 def plan_fifo_release_dead(
-    state: FifoState, leases: list[tuple[bytes, bytes]], plan: WritePlan
+    state: FifoState, leases: list[tuple[bytes, bytes, int]], plan: WritePlan
 ) -> FifoState:
-    """Return the leases (key, item) found at open, in their key order, to the head.
+    """Return the leases (key, item, deliveries) found at open, in their key order, to the head.
 
     They belong to a process that died before settling them: oldest
     reservation first, each in its items' order, all in front of the head.
     """
-    plan.reserved_writes.extend((key, None) for key, _item in leases)
-    return plan_fifo_give_back(state, [item for _key, item in leases], plan)
+    plan.reserved_writes.extend((key, None) for key, _item, _deliveries in leases)
+    items = [item for _key, item, _deliveries in leases]
+    return plan_fifo_give_back(state, items, plan, [times for _key, _item, times in leases])
 
 
 def recovered_fifo_bounds(
@@ -397,25 +449,29 @@ def plan_mpmc_rewind(
     return state._replace(positions=positions), True
 
 
-def plan_mpmc_given_back(label: str, waiting: list[bytes], plan: WritePlan) -> None:
-    """Save the items waiting to be redelivered to ``label`` (none: forget them).
+def plan_mpmc_given_back(label: str, waiting: list[tuple[bytes, int]], plan: WritePlan) -> None:
+    """Save the items (with their deliveries) waiting to be redelivered to ``label``
+    (none: forget them).
 
-    They are items of a next() that were never delivered while the label read
-    further meanwhile, so its position cannot move back; next() serves them
-    first. Saved, so that a restart does not lose them.
+    They are items released by a reservation, or of a next() that were never
+    delivered while the label read further meanwhile, so that its position
+    cannot move back; next() serves them first. Saved, so that a restart does
+    not lose them.
     """
     key = label.encode("utf-8")
-    plan.given_back_writes.append((key, encode_items(waiting) if waiting else None))
+    plan.given_back_writes.append((key, encode_counted_items(waiting) if waiting else None))
 
 
-def plan_mpmc_reserve(key: bytes, items: list[bytes], plan: WritePlan) -> None:
-    """Keep the items a label reserved until they are acked or nacked.
+def plan_mpmc_reserve(
+    key: bytes, reserved_ms: int, items: list[tuple[bytes, int]], plan: WritePlan
+) -> None:
+    """Keep the items a label reserved, with their deliveries, until acked or nacked.
 
     The label's position moves past them at once, as with next(); a reservation
     found at the next open was never acked: its items are given back
     to the label (plan_mpmc_given_back) and delivered first.
     """
-    plan.reserved_writes.append((key, encode_items(items)))
+    plan.reserved_writes.append((key, encode_mpmc_lease(reserved_ms, items)))
 
 
 def plan_mpmc_settle(key: bytes, plan: WritePlan) -> None:

@@ -21,6 +21,7 @@ from .._errors import QueueClosedError, QueueCorruptedError, QueueError, QueueIO
 from . import directory
 from .format import (
     DATA_CF,
+    DELIVERIES_CF,
     GIVEN_BACK_CF,
     META_CF,
     POSITIONS_CF,
@@ -313,6 +314,7 @@ class Store(StoredReads):
                 (POSITIONS_CF, plan.position_writes),
                 (GIVEN_BACK_CF, plan.given_back_writes),
                 (RESERVED_CF, plan.reserved_writes),
+                (DELIVERIES_CF, plan.deliveries_writes),
             ):
                 if writes:
                     handle = handles[family]

@@ -17,7 +17,6 @@ the reserved items (``reserved_items``), which the engines hand back at open.
 
 from __future__ import annotations
 
-from collections import deque
 from types import TracebackType
 
 from .._errors import QueueClosedError
@@ -28,10 +27,12 @@ from .directory import directory_size
 from .fifo import FifoSnapshot
 from .format import (
     FIFO_COLUMN_FAMILIES,
+    FIFO_FORMAT,
     FIFO_FORMAT_V1,
     FIFO_FORMATS,
     META_CF,
     MPMC_COLUMN_FAMILIES,
+    MPMC_FORMAT,
     MPMC_FORMAT_V1,
     MPMC_FORMATS,
     STAGING_KEY,
@@ -83,8 +84,9 @@ def fifo_as_stored(store: StoredReads, max_unsaved: int) -> tuple[FifoState, lis
             # An empty queue does not store where its head got to; the open
             # moves it to the furthest it can be, a view shows the saved tail.
             state = FifoState(saved.tail, saved.tail, 0)
-    leases = recovery.stored_fifo_reservations(store, state.head)
-    return state, [item for _key, item in leases]
+    counted = stored_format == FIFO_FORMAT
+    leases = recovery.stored_fifo_leases(store, state.head)
+    return state, [_format.decode_fifo_lease(value, counted)[2] for _key, value in leases]
 
 
 class _View:
@@ -200,10 +202,15 @@ class MpmcView(LabelPositions, _View):
         recovery.check_keys(store, head, tail)
         positions = recovery.stored_positions(store, head, tail)
         self._state = MpmcState(head, tail, newest, positions)
+        counted = stored_format == MPMC_FORMAT
         self._given_back = {
-            label: list(items) for label, items in recovery.stored_given_back(store).items()
+            label: [item for item, _deliveries in items]
+            for label, items in recovery.stored_given_back(store, counted).items()
         }
-        self._reserved = recovery.stored_mpmc_reservations(store)
+        self._reserved = [
+            (key, label, [item for item, _deliveries in items])
+            for key, label, items in recovery.stored_mpmc_reservations(store, counted)
+        ]
 
     def __enter__(self) -> MpmcView:
         return self
@@ -236,6 +243,7 @@ class MpmcView(LabelPositions, _View):
     def given_back_after_restart(self) -> dict[str, list[bytes]]:
         """The items each label would be served first if the owner stopped now:
         its reserved items, then those given back to it (as an open arranges)."""
-        given_back = {label: deque(items) for label, items in self._given_back.items()}
-        recovery.redelivered(given_back, self._reserved)
-        return {label: list(items) for label, items in given_back.items() if items}
+        given_back = {label: list(items) for label, items in self._given_back.items()}
+        for label, items in self.reserved_items().items():
+            given_back[label] = items + given_back.get(label, [])
+        return {label: items for label, items in given_back.items() if items}

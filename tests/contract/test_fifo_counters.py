@@ -112,7 +112,7 @@ def test_a_version_1_queue_is_read_by_its_exact_counters_and_upgraded(queue_path
         families["data"][struct.pack(">Q", 3)] = b"orphan"
     with PersistentQueueWithCapacity(queue_path) as queue:
         assert_counters(queue, [b"a", b"b", b"c"])
-        assert queue._engine._store.get("meta", b"kind") == b"rocksq_aio.fifo.v2"
+        assert queue._engine._store.get("meta", b"kind") == b"rocksq_aio.fifo.v3"
         assert drain(queue) == [b"a", b"b", b"c"]
 
 

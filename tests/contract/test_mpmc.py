@@ -534,6 +534,6 @@ def test_a_version_1_mpmc_queue_is_read_by_its_exact_counters_and_upgraded(
         families["data"][struct.pack(">Q", 2)] = b"\x00" * 8 + b"orphan"
     with MpmcQueue(queue_path, 0) as queue:
         assert queue.len == 2
-        assert queue._engine._store.get("meta", b"kind") == b"rocksq_aio.mpmc.v2"
+        assert queue._engine._store.get("meta", b"kind") == b"rocksq_aio.mpmc.v3"
         assert queue.next("r", StartPosition.Oldest, 5) == ([b"a", b"b"], False)
         assert queue._engine._store.data_key_bounds() == (0, 1)

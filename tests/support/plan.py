@@ -8,6 +8,7 @@ from __future__ import annotations
 from rocksq_aio import StartPosition
 from rocksq_aio.rocksdb.format import (
     DATA_CF,
+    DELIVERIES_CF,
     GIVEN_BACK_CF,
     META_CF,
     POSITIONS_CF,
@@ -50,6 +51,7 @@ def apply(store: DictStore, plan: WritePlan) -> None:
         (POSITIONS_CF, plan.position_writes),
         (GIVEN_BACK_CF, plan.given_back_writes),
         (RESERVED_CF, plan.reserved_writes),
+        (DELIVERIES_CF, plan.deliveries_writes),
     ):
         for key, record in writes:
             if record is None:
