@@ -1,30 +1,45 @@
 """The queue's worker: how operations of the async and nonblocking faces reach the engine.
 
 Every operation is submitted to the engine's dispatcher and executed by a
-``drain()``, which group-commits everything pending. One drain runs at a time
-per queue, and at most ``max_inflight_ops`` operations are unfinished; further
-callers wait (they do not fail). The two faces enter the same worker two ways:
+``drain()``, which group-commits everything pending. Drains run on the
+worker's own thread (one per queue, started on first use, kept a few
+milliseconds when it runs dry so that a steady caller does not restart it),
+or on a nonblocking caller's thread (``run_or_wait``, below). The faces enter
+the worker two ways:
 
-* async callers (``perform``): the first caller that finds no drain running
-  leads one, in ``anyio.to_thread.run_sync`` under the worker's
-  ``CapacityLimiter(1)``; the others wait for it, and their operations are in
-  its group or in the next. Completions are announced on the loop's thread.
-* nonblocking callers (``submit``): the worker's own thread (one per queue)
-  drains until nothing is pending; a caller pays a thread hand-off only when
-  that thread was idle. ``wait`` blocks a thread until a task is done;
-  ``wait_async`` lets a coroutine wait for it without taking a thread.
+* async callers (``perform``) submit, then wait on their event loop without
+  taking a thread: the worker's thread drains until their operations are
+  done and wakes them, one hand-off per event loop per batch
+  (``call_soon_threadsafe`` on asyncio and uvloop, ``run_sync_soon`` on trio).
+  That is the one thread hop an operation pays; the operations of every task
+  that submitted meanwhile share the batch (group commit).
+* nonblocking callers (``submit``) queue a task (an operation, or a ``Call``
+  answered after everything submitted before it); the worker's thread runs
+  the tasks in order. ``run_or_wait`` (``Response.get()``) runs them in the
+  calling thread instead when the worker's thread has not taken them yet: the
+  caller is blocked anyway, and a hand-off to another thread and back costs
+  more than the operation. ``wait_async`` lets a coroutine wait for a task
+  without taking a thread.
 
 Rules:
 
-1. A caller that stops waiting abandons its operation (``_dispatch`` rule 3);
-   a give-back it gets in return runs through this worker like any other
-   operation, never on the event loop's thread.
-2. Waiters (``pop_wait``, iterators) are woken by ``arrivals``, the engine's
+1. One thread at a time executes tasks and waiters ("busy"): the worker's
+   thread, or a ``run_or_wait`` caller, which takes every task submitted
+   before its own, in order. Operations therefore keep the dispatcher's order
+   (``_dispatch`` rule 2), and a ``Call`` sees everything submitted before it.
+2. At most ``max_inflight_ops`` operations are unfinished; further callers
+   wait (async) or block (nonblocking), they do not fail.
+3. A caller that stops waiting abandons its operation (``_dispatch`` rule 3);
+   a give-back it gets in return runs in a worker thread like any other
+   operation, never on the event loop's thread, and it does not wait for the
+   worker's own thread, which may be busy with a long batch.
+4. Waiters (``pop_wait``, iterators) are woken by ``arrivals``, the engine's
    count of commits that made elements available, never by polling.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections import deque
@@ -38,6 +53,12 @@ import anyio.lowlevel
 from ._dispatch import Operation, Stage
 from ._engine import QueueEngine
 from ._errors import QueueClosedError
+
+LINGER_SECONDS = 0.005
+"""How long the worker's thread waits for more work before it ends."""
+
+_DONE = Stage.DONE
+_WITHDRAWN = Stage.WITHDRAWN
 
 
 class _InflightSlots:
@@ -68,7 +89,8 @@ class _InflightSlots:
 
     def release(self) -> None:
         self.free += 1
-        self._wake_next()
+        if self._waiters:
+            self._wake_next()
 
     def _wake_next(self) -> None:
         if self._waiters and self.free > 0:
@@ -76,7 +98,7 @@ class _InflightSlots:
 
 
 class Call:
-    """A read answered on the worker's thread after everything submitted before it."""
+    """A read answered on the worker after everything submitted before it."""
 
     __slots__ = ("error", "function", "result", "stage")
 
@@ -106,6 +128,76 @@ def _is_done(task: Task) -> bool:
     return task.stage is Stage.DONE
 
 
+class _TrioWake:
+    """A trio task parked until the worker's thread is done with its operation."""
+
+    __slots__ = ("gone", "task")
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+        self.gone = False
+        """Cancelled (the task left) or already rescheduled: never reschedule it (again)."""
+
+    def abort(self, _raise_cancel: Any) -> Any:
+        import trio
+
+        self.gone = True
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+class _Waiter:
+    """An async caller's operation; ``wake`` (a future or a _TrioWake) is its wake-up."""
+
+    __slots__ = ("loop", "operation", "wake")
+
+    def __init__(self, operation: Operation, loop: Any, wake: Any) -> None:
+        self.operation = operation
+        self.loop = loop
+        self.wake = wake
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    # On the loop's thread; a cancelled caller's future is already done.
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def _reschedule(wakes: list[_TrioWake]) -> None:
+    import trio
+
+    for wake in wakes:
+        if not wake.gone:
+            wake.gone = True
+            trio.lowlevel.reschedule(wake.task)
+
+
+def _wake_up(waiters: list[_Waiter]) -> None:
+    """Wake the async callers of ``waiters``: one hand-off per event loop."""
+    if len(waiters) == 1:
+        waiter = waiters[0]
+        groups = {id(waiter.loop): (waiter.loop, [waiter.wake])}
+    else:
+        groups = {}
+        for waiter in waiters:
+            group = groups.get(id(waiter.loop))
+            if group is None:
+                groups[id(waiter.loop)] = (waiter.loop, [waiter.wake])
+            else:
+                group[1].append(waiter.wake)
+    for loop, wakes in groups.values():
+        # A loop (or trio run) that ended has no one left to wake.
+        with contextlib.suppress(RuntimeError):
+            if isinstance(loop, asyncio.AbstractEventLoop):
+                loop.call_soon_threadsafe(_resolve, wakes)
+            else:
+                loop.run_sync_soon(_reschedule, wakes)
+
+
+_IDLE, _ACTIVE, _LINGERING = range(3)
+"""The worker's thread: not running; running (or about to); waiting for work."""
+
+
 class Worker:
     """Executes one queue's operations; see the module's docstring."""
 
@@ -117,15 +209,25 @@ class Worker:
         self._loop: object = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._slots = _InflightSlots(max_inflight)
-        self._draining: anyio.Event | None = None
         self._arrival: anyio.Event | None = None
         self._seen_arrivals = 0
-        # The thread side.
+        # The thread side, under _lock.
         self._lock = threading.Lock()
         self._finished = threading.Condition(self._lock)
+        self._sleepers = 0
+        """Threads waiting on ``_finished``: the others need no notification."""
         self._tasks: deque[Task] = deque()
+        """Nonblocking callers' tasks, not taken yet."""
+        self._waiters: list[_Waiter] = []
+        """Async callers' operations, not taken yet."""
         self._thread_inflight = 0
-        self._running = False
+        self._busy = False
+        """A thread is executing tasks or waiters it took (rule 1)."""
+        self._state = _IDLE
+        self._closing = False
+        self._wake = threading.Lock()
+        """Released to wake the lingering thread; held otherwise."""
+        self._wake.acquire()
         self._executor: ThreadPoolExecutor | None = None
         self._watchers: dict[int, list[Callable[[], None]]] = {}
 
@@ -144,7 +246,6 @@ class Worker:
             self._loop = loop
             self._limiter = None
             self._arrival = None
-            self._draining = None
 
     def limiter(self) -> anyio.CapacityLimiter:
         self.follow_event_loop()
@@ -155,18 +256,24 @@ class Worker:
     async def perform(self, operation: Operation) -> Any:
         """Execute ``operation`` and return its result; a cancelled caller gives back."""
         slots = self._slots
+        if slots.free > 0:
+            slots.free -= 1  # acquire() spelled out: it does not wait
+        else:
+            await slots.acquire()
         engine = self.engine
-        await slots.acquire()
         try:
             engine.submit(operation)
             try:
-                # _complete() spelled out: a coroutine frame per operation is
-                # measurable with 256 tasks awaiting one item each.
-                while operation.stage is not Stage.DONE:
-                    if self._draining is None:
-                        await self._lead_drain()
-                    else:
-                        await self._draining.wait()
+                # The asyncio wait spelled out: a coroutine frame per
+                # operation is measurable with 256 tasks awaiting one item each.
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    await self._wait_trio(operation)
+                else:
+                    future = loop.create_future()
+                    self._enqueue(_Waiter(operation, loop, future))
+                    await future
             except BaseException:
                 give_back = engine.abandon(operation)
                 if give_back is not None:
@@ -174,42 +281,43 @@ class Worker:
                         await self.give_back(give_back)
                 raise
             finally:
-                self.announce_arrivals()
+                if engine.arrivals != self._seen_arrivals:
+                    self.announce_arrivals()
         finally:
             slots.release()
         return operation.outcome()
 
+    async def _wait_trio(self, operation: Operation) -> None:
+        import trio
+
+        wake = _TrioWake(trio.lowlevel.current_task())
+        self._enqueue(_Waiter(operation, trio.lowlevel.current_trio_token(), wake))
+        await trio.lowlevel.wait_task_rescheduled(wake.abort)
+
+    def _enqueue(self, waiter: _Waiter) -> None:
+        with self._lock:
+            if self._closing:
+                raise QueueClosedError(f"queue at {self.engine.path!r} is closed")
+            self._waiters.append(waiter)
+            start = self._state != _ACTIVE and self._kick_locked()
+        if start:
+            try:
+                self._start_thread()
+            except QueueClosedError:
+                with self._lock:
+                    self._waiters.remove(waiter)
+                raise
+
     async def give_back(self, give_back: Operation) -> None:
-        """Run a give-back (shielded by the caller); it needs no in-flight slot."""
+        """Run a give-back (shielded by the caller); it needs no in-flight slot.
+
+        It goes through a thread of anyio's (rule 3), not the worker's own.
+        """
         with contextlib.suppress(QueueClosedError):
             self.engine.submit(give_back)
-            await self._complete(give_back)
-            self.announce_arrivals()
-
-    async def _complete(self, operation: Operation) -> None:
-        while operation.stage is not Stage.DONE:
-            if self._draining is None:
-                await self._lead_drain()
-            else:
-                # A drain is running in the worker: it or the next one (led
-                # by one of us) will take this operation too.
-                await self._draining.wait()
-
-    async def _lead_drain(self) -> None:
-        finished = self._draining = anyio.Event()
-        try:
-            # Shielded: a leader cancelled before the worker started (at the
-            # limiter, say) would hand the lead to the next caller, which may
-            # be cancelled there too, and nothing would ever drain. The
-            # leader's own cancellation comes after, and its items go back.
-            with anyio.CancelScope(shield=True):
-                # One trip around the loop first lets every task that is
-                # ready submit too, so the worker commits them as one group.
-                await anyio.lowlevel.checkpoint()
+            while give_back.stage is not Stage.DONE:
                 await anyio.to_thread.run_sync(self.engine.drain, limiter=self.limiter())
-        finally:
-            self._draining = None
-            finished.set()
+            self.announce_arrivals()
 
     def announce_arrivals(self) -> None:
         # Wakes waiters on the event loop thread once the engine has
@@ -232,9 +340,12 @@ class Worker:
             self._arrival = None
 
     async def aclose(self) -> None:
+        with self._lock:
+            self._closing = True  # what is submitted from now on is refused
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.engine.close, limiter=self.limiter())
         self.wake_waiters()
+        self.shutdown(wait=False)
 
     # ------------------------------------------------------------ nonblocking callers
 
@@ -245,14 +356,90 @@ class Worker:
         """
         with self._lock:
             while self._thread_inflight >= self.max_inflight:
-                self._finished.wait()
+                self._sleep_locked()
+            if self._closing:
+                raise QueueClosedError(f"queue at {self.engine.path!r} is closed")
             if type(task) is Operation:
                 self.engine.submit(task)
             self._thread_inflight += 1
             self._tasks.append(task)
-            if self._running:
+            start = self._state != _ACTIVE and self._kick_locked()
+        if start:
+            try:
+                self._start_thread()
+            except QueueClosedError:
+                self._withdraw(task)
+                raise
+
+    @property
+    def idle(self) -> bool:
+        """No task submitted is unfinished, and the worker takes more.
+
+        Read without the lock: a task another thread submits meanwhile has no
+        order with respect to the caller's.
+        """
+        return not self._thread_inflight and not self._closing
+
+    def run_or_wait(self, task: Task) -> None:
+        """Block the calling thread until ``task`` is done, running it here if it can.
+
+        When no thread is executing and ``task`` is still queued, the caller
+        takes it and every task queued before it, and runs them in order.
+        """
+        lock = self._lock
+        with lock:
+            if task.stage is _DONE:
                 return
-            self._running = True
+            queued = self._tasks
+            if not self._busy and queued and queued[0] is task:
+                taken = [queued.popleft()]  # the common case: nothing before it
+            elif not self._busy and task in queued:
+                taken = []
+                while not taken or taken[-1] is not task:
+                    taken.append(queued.popleft())
+            else:
+                while task.stage is not _DONE:
+                    self._sleep_locked()
+                return
+            self._busy = True
+        try:
+            for each in taken:
+                self._complete(each)
+        finally:
+            self._finish(taken)
+
+    def _withdraw(self, task: Task) -> None:
+        with self._lock:
+            self._tasks.remove(task)
+            self._thread_inflight -= 1
+            if type(task) is Operation:
+                self.engine.abandon(task)
+            if self._sleepers:
+                self._finished.notify_all()
+
+    def _sleep_locked(self) -> None:
+        """Wait, the lock released meanwhile, until some tasks finish."""
+        self._sleepers += 1
+        try:
+            self._finished.wait()
+        finally:
+            self._sleepers -= 1
+
+    # ------------------------------------------------------------ the worker's thread
+
+    def _kick_locked(self) -> bool:
+        """Make sure the worker's thread will look at the queues; True if it must be started."""
+        state = self._state
+        if state == _ACTIVE:
+            return False
+        self._state = _ACTIVE
+        if state == _LINGERING:
+            self._wake.release()
+            return False
+        return True
+
+    def _start_thread(self) -> None:
+        with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
                     max_workers=1, thread_name_prefix="rocksq_aio-worker"
@@ -261,62 +448,92 @@ class Worker:
         try:
             executor.submit(self._run)
         except RuntimeError:
-            self._withdraw(task)
+            with self._lock:
+                self._state = _IDLE
             raise QueueClosedError(f"queue at {self.engine.path!r} is closed") from None
 
-    def _withdraw(self, task: Task) -> None:
-        with self._lock:
-            self._running = False
-            self._tasks.remove(task)
-            self._thread_inflight -= 1
-            if type(task) is Operation:
-                self.engine.abandon(task)
-            self._finished.notify_all()
-
     def _run(self) -> None:
-        engine = self.engine
         lock = self._lock
-        while True:
-            with lock:
-                if not self._tasks:
-                    self._running = False
-                    return
+        lock.acquire()
+        try:
+            while True:
+                while self._busy:
+                    self._sleep_locked()
+                if not self._tasks and not self._waiters:
+                    if not self._linger_locked():
+                        return
+                    continue
                 tasks = list(self._tasks)
                 self._tasks.clear()
-            for task in tasks:
+                waiters = self._waiters
+                self._waiters = []
+                self._busy = True
+                lock.release()
                 try:
-                    if isinstance(task, Call):
-                        task.run()
-                    else:
-                        # An earlier drain may have taken it already, or left
-                        # it pending when its group reached the byte limit.
-                        while task.stage is not Stage.DONE:
-                            engine.drain()
-                except BaseException as error:
-                    # drain() reports queue errors on the operations; anything
-                    # else is a bug, reported here rather than hanging get(),
-                    # with the operation withdrawn so that it never runs later.
-                    if isinstance(task, Operation):
-                        with contextlib.suppress(BaseException):
-                            engine.abandon(task)
-                    task.error = error
-                    task.stage = Stage.DONE
-            with lock:
-                self._thread_inflight -= len(tasks)
-                self._finished.notify_all()
-                # Only awaited Responses register a watcher: most runs have none.
-                watchers = self._watchers and [
-                    self._watchers.pop(id(task), None) for task in tasks
-                ]
-            for callbacks in watchers or ():
-                for callback in callbacks or ():
-                    callback()
+                    for task in tasks:
+                        self._complete(task)
+                    for waiter in waiters:
+                        self._complete(waiter.operation)
+                finally:
+                    self._finish(tasks)
+                    if waiters:
+                        _wake_up(waiters)
+                    lock.acquire()
+        finally:
+            lock.release()
 
-    def wait(self, task: Task) -> None:
-        """Block the calling thread until ``task`` is done."""
+    def _linger_locked(self) -> bool:
+        """Wait (lock released) for a kick; False when the thread should end instead."""
+        if self._closing:
+            self._state = _IDLE
+            return False
+        self._state = _LINGERING
+        self._lock.release()
+        try:
+            woken = self._wake.acquire(timeout=LINGER_SECONDS)
+        finally:
+            self._lock.acquire()
+        if self._state == _LINGERING:  # no kick came: the wake lock is still held
+            self._state = _IDLE
+            return False
+        if not woken:
+            # Kicked just after the wait timed out: take back the wake lock,
+            # which the kick released.
+            self._wake.acquire()
+        return True
+
+    def _complete(self, task: Task) -> None:
+        """Execute one task (or wait for its operation's group) on this thread."""
+        try:
+            if type(task) is Call:
+                task.run()
+            else:
+                # An earlier drain may have taken it already, or left it
+                # pending when its group reached the byte limit.
+                while task.stage is not _DONE and task.stage is not _WITHDRAWN:
+                    self.engine.drain()
+        except BaseException as error:
+            # drain() reports queue errors on the operations; anything else is
+            # a bug, reported here rather than hanging the caller, with the
+            # operation withdrawn so that it never runs later.
+            if type(task) is Operation:
+                with contextlib.suppress(BaseException):
+                    self.engine.abandon(task)
+            task.error = error
+            task.stage = _DONE
+
+    def _finish(self, tasks: list[Task]) -> None:
+        """``tasks`` (taken by this thread) are done: tell whoever waits."""
         with self._lock:
-            while task.stage is not Stage.DONE:
-                self._finished.wait()
+            self._busy = False
+            self._thread_inflight -= len(tasks)
+            if self._sleepers:
+                self._finished.notify_all()
+            # Only awaited Responses register a watcher: most runs have none.
+            watchers = self._watchers and [self._watchers.pop(id(task), None) for task in tasks]
+        for callbacks in watchers or ():
+            for callback in callbacks or ():
+                callback()
 
     async def wait_async(self, task: Task) -> None:
         """Wait for ``task`` on an event loop, woken by the worker's thread (no thread taken)."""
@@ -333,8 +550,18 @@ class Worker:
         await done.wait()
 
     def shutdown(self, wait: bool) -> None:
-        executor = self._executor
-        if executor is None:
-            # Never started: later submissions are refused like after a shutdown.
-            executor = self._executor = ThreadPoolExecutor(max_workers=1)
+        """Refuse further tasks; with ``wait``, return once every task taken is done."""
+        with self._lock:
+            self._closing = True
+            if self._state == _LINGERING:
+                self._state = _ACTIVE
+                self._wake.release()
+            executor = self._executor
+            if executor is None:
+                # Never started: later submissions are refused like after a shutdown.
+                executor = self._executor = ThreadPoolExecutor(max_workers=1)
         executor.shutdown(wait=wait)
+        if wait:
+            with self._lock:
+                while self._busy:
+                    self._sleep_locked()

@@ -75,6 +75,11 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
                 self._state = FifoState(head, tail, payload)
             return payload
 
+    @property
+    def payload_size_is_known(self) -> bool:
+        """False until payload_size has counted the items once after an unclean shutdown."""
+        return self._state.payload_size < _format.PAYLOAD_UNKNOWN_FLOOR
+
     def push(self, items: object, no_gil: object = True) -> None:
         """Append ``items`` atomically; raise QueueFullError (writing nothing) if they don't fit.
 
@@ -84,37 +89,12 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
             _validate.flag(no_gil, "no_gil")
         one_bytes_item = type(items) is list and len(items) == 1 and type(items[0]) is bytes
         if one_bytes_item:
-            # One bytes item and no other caller: the blocking face's hot
-            # path, spelled out because each helper call costs about as much
-            # as a tenth of the whole push.
-            value: bytes = cast("list[bytes]", items)[0]
+            # One bytes item and no other caller: the blocking face's hot path.
             lock = self._lock
-            store = self._store
-            if len(value) <= store.batch_bytes and lock.acquire(False):
+            if lock.acquire(False):
                 try:
-                    if store.failure is not None or store.closed:
-                        store.check_usable()
-                    head, tail, payload_size = self._state
-                    if tail - head >= self.max_elements:
-                        raise _plan.queue_full(tail - head, 1, self.max_elements)
-                    size = len(value)
-                    if self._unsaved < self.save_counters_every:
-                        store.put_element(tail, value)
-                        self._unsaved += 1
-                    else:
-                        store.write_element(
-                            tail,
-                            value,
-                            _format.pack_fifo_counters(head, tail + 1, payload_size + size),
-                        )
-                        self._unsaved = 0
-                    self._state = _new_state(FifoState, (head, tail + 1, payload_size + size))
-                    self._cache.append(value)
-                    self._cache_size += size
-                    self.arrivals += 1
-                    if self._cache_size > self._cache_limit:
-                        self._trim_cache()
-                    return
+                    if self._push_one_locked(cast("list[bytes]", items)[0]):
+                        return
                 finally:
                     lock.release()
         # One bytes item is used as it is, without the validating copy.
@@ -155,6 +135,36 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         finally:
             lock.release()
 
+    def _push_one_locked(self, value: bytes) -> bool:
+        """Push one item, the hot path of every face; False if it needs the general path.
+
+        Spelled out because each helper call here costs about a tenth of the push.
+        """
+        store = self._store
+        if len(value) > store.batch_bytes:
+            return False
+        if store.failure is not None or store.closed:
+            store.check_usable()
+        head, tail, payload_size = self._state
+        if tail - head >= self.max_elements:
+            raise _plan.queue_full(tail - head, 1, self.max_elements)
+        size = len(value)
+        if self._unsaved < self.save_counters_every:
+            store.put_element(tail, value)
+            self._unsaved += 1
+        else:
+            store.write_element(
+                tail, value, _format.pack_fifo_counters(head, tail + 1, payload_size + size)
+            )
+            self._unsaved = 0
+        self._state = _new_state(FifoState, (head, tail + 1, payload_size + size))
+        self._cache.append(value)
+        self._cache_size += size
+        self.arrivals += 1
+        if self._cache_size > self._cache_limit:
+            self._trim_cache()
+        return True
+
     def pop(self, max_elements: object = 1, no_gil: object = True) -> list[bytes]:
         """Remove and return up to ``max_elements`` items from the head ([] when empty).
 
@@ -172,30 +182,15 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
             result: list[bytes] = self.run(Operation(OperationKind.POP, (limit,)))
             return result
         try:
+            if limit == 1:
+                popped = self._pop_one_locked()
+                if popped is not None:
+                    return popped
             store = self._store
             state = self._state
-            cache = self._cache
-            head, tail, payload_size = state
+            head, tail, _payload_size = state
             if store.failure is not None or store.closed:
                 store.check_usable()
-            if limit == 1 and cache and tail - len(cache) == head:
-                # The head is the oldest cached item: the hot path, spelled out.
-                value = cache[0]
-                size = len(value)
-                if size > payload_size:
-                    _plan.fifo_popped(state, 1, size)  # raises
-                if self._unsaved < self.save_counters_every:
-                    store.delete_element(head)
-                    self._unsaved += 1
-                else:
-                    store.write_element(
-                        head, None, _format.pack_fifo_counters(head + 1, tail, payload_size - size)
-                    )
-                    self._unsaved = 0
-                self._state = _new_state(FifoState, (head + 1, tail, payload_size - size))
-                cache.popleft()
-                self._cache_size -= size
-                return [value]
             values = self._read_head(state, min(limit, tail - head))
             if values:
                 size = len(values[0]) if len(values) == 1 else sum(map(len, values))
@@ -213,6 +208,36 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
             return values
         finally:
             lock.release()
+
+    def _pop_one_locked(self) -> list[bytes] | None:
+        """Pop one item when the head is cached or the queue is empty, the hot path of
+        every face; None if it needs the general path."""
+        store = self._store
+        state = self._state
+        cache = self._cache
+        head, tail, payload_size = state
+        if store.failure is not None or store.closed:
+            store.check_usable()
+        if head == tail:
+            return []
+        if not cache or tail - len(cache) != head:
+            return None
+        value = cache[0]
+        size = len(value)
+        if size > payload_size:
+            _plan.fifo_popped(state, 1, size)  # raises
+        if self._unsaved < self.save_counters_every:
+            store.delete_element(head)
+            self._unsaved += 1
+        else:
+            store.write_element(
+                head, None, _format.pack_fifo_counters(head + 1, tail, payload_size - size)
+            )
+            self._unsaved = 0
+        self._state = _new_state(FifoState, (head + 1, tail, payload_size - size))
+        cache.popleft()
+        self._cache_size -= size
+        return [value]
 
     def _give_back_items_locked(self, items: list[bytes]) -> None:
         """Put items popped earlier back at the head, in order."""
@@ -277,6 +302,18 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
             self.arrivals += 1
 
     def _execute(self, group: list[Operation]) -> None:
+        if len(group) == 1:
+            # One caller's one-item push or pop: the blocking face's hot path.
+            operation = group[0]
+            if operation.kind is OperationKind.PUSH:
+                values = operation.arguments[0]
+                if len(values) == 1 and self._push_one_locked(values[0]):
+                    return
+            elif operation.kind is OperationKind.POP and operation.arguments[0] == 1:
+                popped = self._pop_one_locked()
+                if popped is not None:
+                    operation.result = popped
+                    return
         state = self._state
         plan = WritePlan()
         cached = 0
