@@ -25,7 +25,8 @@ OURS_NONBLOCKING = "ours-nonblocking"
 ROCKSQ = "rocksq"
 PQ = "persist-queue"
 PQ_ASYNC = "persist-queue-async"
-SYSTEMS = (OURS, OURS_SYNC, OURS_NONBLOCKING, ROCKSQ, PQ, PQ_ASYNC)
+BARE_HOP = "bare-hop"  # no queue: one anyio.to_thread.run_sync(lambda: None) per operation
+SYSTEMS = (OURS, OURS_SYNC, OURS_NONBLOCKING, ROCKSQ, PQ, PQ_ASYNC, BARE_HOP)
 
 DURABILITY = {
     OURS: "RocksDB WAL, no fsync (default)",
@@ -34,6 +35,7 @@ DURABILITY = {
     ROCKSQ: "RocksQ default: WAL, no fsync (no sync option)",
     PQ: "SQLite WAL, synchronous=FULL (fsync per commit)",
     PQ_ASYNC: "SQLite rollback journal, synchronous=FULL (fsyncs per commit)",
+    BARE_HOP: "none: no storage, only the thread hop every awaited operation pays",
 }
 
 # --baseline DIR: every "ours*" system also runs as "baseline-<name>", importing rocksq_aio
@@ -67,7 +69,9 @@ BATCHED = "batched"  # push BATCH per call, then pop BATCH per call
 MPMC = "mpmc"  # add N one per call, then every label reads all N one per call
 MPSC_ASYNC = "mpsc_async"  # P producer tasks, CONSUMERS consumer tasks on an event loop
 WRITE_READ_ASYNC = "write_read_async"  # WRITE_READ with await
-ASYNC_KINDS = (MPSC_ASYNC, WRITE_READ_ASYNC)
+SUBMIT_GET = "submit_get"  # nonblocking: each call's response get() at once (RocksQ's own usage)
+ONE_TASK = "one_task"  # one task awaiting each push, then each pop, on the workload's backend
+ASYNC_KINDS = (MPSC_ASYNC, WRITE_READ_ASYNC, ONE_TASK)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class Workload:
     description: str
     labels: int = 0
     producers: int = 0
+    backend: str = ""  # ONE_TASK: the anyio backend, "asyncio" (plain, no uvloop) or "trio"
 
     def runs_on(self, system: str) -> bool:
         """True if the system (or the system a baseline twin stands for) runs this workload."""
@@ -88,6 +93,8 @@ class Workload:
 
 FIFO_SYSTEMS = (OURS, OURS_SYNC, ROCKSQ)
 MPSC_SYSTEMS = (OURS, OURS_SYNC, OURS_NONBLOCKING, ROCKSQ)
+SUBMIT_GET_SYSTEMS = (OURS_NONBLOCKING, ROCKSQ)
+ONE_TASK_SYSTEMS = (OURS, BARE_HOP)
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
@@ -143,6 +150,41 @@ WORKLOADS: dict[str, Workload] = {
             (OURS, OURS_SYNC, PQ_ASYNC),
             "w1 with N/10 and await, vs persist-queue AsyncSQLiteQueue",
         ),
+        Workload(
+            "w9a",
+            SUBMIT_GET,
+            SMALL,
+            "n",
+            SUBMIT_GET_SYSTEMS,
+            "nonblocking FIFO: push([x]).get() N, pop().get() N, len.get() N",
+        ),
+        Workload(
+            "w9b",
+            SUBMIT_GET,
+            SMALL,
+            "n",
+            SUBMIT_GET_SYSTEMS,
+            "nonblocking MPMC: add([x]).get() N, next(label).get() N, len.get() N",
+            labels=1,
+        ),
+        Workload(
+            "w10a",
+            ONE_TASK,
+            SMALL,
+            "n/10",
+            ONE_TASK_SYSTEMS,
+            "one task awaiting push N, pop N (asyncio) vs a bare to_thread hop per operation",
+            backend="asyncio",
+        ),
+        Workload(
+            "w10b",
+            ONE_TASK,
+            SMALL,
+            "n/10",
+            ONE_TASK_SYSTEMS,
+            "one task awaiting push N, pop N (trio) vs a bare to_thread hop per operation",
+            backend="trio",
+        ),
     )
 }
 
@@ -150,8 +192,10 @@ WORKLOADS: dict[str, Workload] = {
 def api_of(kind: str, system: str) -> str:
     """The API a system uses for a kind of workload."""
     system = base_system(system)
+    if system == BARE_HOP:
+        return "anyio.to_thread.run_sync"
     if system == ROCKSQ:
-        return "rocksq.nonblocking" if kind == MPSC_ASYNC else "rocksq.blocking"
+        return "rocksq.nonblocking" if kind in (MPSC_ASYNC, SUBMIT_GET) else "rocksq.blocking"
     if system == OURS_NONBLOCKING:
         return "rocksq_aio.nonblocking"
     if system == PQ:

@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
+from asyncio import _get_running_loop
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -192,6 +194,15 @@ def _wake_up(waiters: list[_Waiter]) -> None:
                 loop.call_soon_threadsafe(_resolve, wakes)
             else:
                 loop.run_sync_soon(_reschedule, wakes)
+
+
+def on_event_loop_thread() -> bool:
+    """True on a thread that runs an event loop (asyncio, uvloop, trio), where nothing may block."""
+    if _get_running_loop() is not None:
+        return True
+    # Trio (like any library sniffio knows) names itself on its run's thread.
+    sniffio = sys.modules.get("sniffio")
+    return sniffio is not None and sniffio.thread_local.name is not None
 
 
 _IDLE, _ACTIVE, _LINGERING = range(3)
@@ -350,20 +361,36 @@ class Worker:
     # ------------------------------------------------------------ nonblocking callers
 
     def submit(self, task: Task) -> None:
-        """Queue ``task`` after everything submitted before it (an operation goes to the engine).
+        """Queue ``task`` after everything submitted before it.
 
-        Blocks the caller, as RocksQ does, while ``max_inflight_ops`` are unfinished.
+        Blocks the caller, as RocksQ does, while ``max_inflight_ops`` are
+        unfinished; off an event loop's thread the blocked caller runs the
+        queued tasks itself when no thread is executing any (rule 1).
         """
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             while self._thread_inflight >= self.max_inflight:
-                self._sleep_locked()
+                if self._busy or not self._tasks or on_event_loop_thread():
+                    self._sleep_locked()
+                    continue
+                taken = list(self._tasks)
+                self._tasks.clear()
+                self._busy = True
+                lock.release()
+                try:
+                    self._run_taken(taken)
+                finally:
+                    lock.acquire()
             if self._closing:
                 raise QueueClosedError(f"queue at {self.engine.path!r} is closed")
             if type(task) is Operation:
-                self.engine.submit(task)
+                self.engine.check_usable()  # reported now, as RocksQ does
             self._thread_inflight += 1
             self._tasks.append(task)
             start = self._state != _ACTIVE and self._kick_locked()
+        finally:
+            lock.release()
         if start:
             try:
                 self._start_thread()
@@ -402,18 +429,19 @@ class Worker:
                     self._sleep_locked()
                 return
             self._busy = True
+        self._run_taken(taken)
+
+    def _run_taken(self, taken: list[Task]) -> None:
+        """Execute the tasks this thread took (it is the busy one), then say so."""
         try:
-            for each in taken:
-                self._complete(each)
+            self._execute_tasks(taken)
         finally:
             self._finish(taken)
 
     def _withdraw(self, task: Task) -> None:
         with self._lock:
-            self._tasks.remove(task)
+            self._tasks.remove(task)  # an operation reaches the engine only when taken
             self._thread_inflight -= 1
-            if type(task) is Operation:
-                self.engine.abandon(task)
             if self._sleepers:
                 self._finished.notify_all()
 
@@ -470,8 +498,7 @@ class Worker:
                 self._busy = True
                 lock.release()
                 try:
-                    for task in tasks:
-                        self._complete(task)
+                    self._execute_tasks(tasks)
                     for waiter in waiters:
                         self._complete(waiter.operation)
                 finally:
@@ -501,6 +528,36 @@ class Worker:
             # which the kick released.
             self._wake.acquire()
         return True
+
+    def _execute_tasks(self, tasks: list[Task]) -> None:
+        """Execute nonblocking tasks in order, on this thread.
+
+        Each run of operations between two calls reaches the engine together,
+        so that they share groups; a call is answered after the operations
+        before it and before those after it, as RocksQ's worker answers it.
+        """
+        engine = self.engine
+        position, count = 0, len(tasks)
+        while position < count:
+            task = tasks[position]
+            if type(task) is Call:
+                task.run()
+                position += 1
+                continue
+            end = position
+            while end < count:
+                operation = tasks[end]
+                if type(operation) is not Operation:
+                    break
+                end += 1
+                try:
+                    engine.submit(operation)
+                except BaseException as error:  # closed meanwhile, say
+                    operation.error = error
+                    operation.stage = _DONE
+            for operation in tasks[position:end]:
+                self._complete(operation)
+            position = end
 
     def _complete(self, task: Task) -> None:
         """Execute one task (or wait for its operation's group) on this thread."""

@@ -9,8 +9,6 @@ included), can be read more than once, and is awaitable:
 
 from __future__ import annotations
 
-import sys
-from asyncio import _get_running_loop
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -29,7 +27,7 @@ from ._options import (
     MpmcOptions,
 )
 from ._types import BytesLike, ClosesOnExit, StartPosition
-from ._worker import Call, Task, Worker
+from ._worker import Call, Task, Worker, on_event_loop_thread
 
 __all__ = [
     "MpmcQueue",
@@ -122,14 +120,6 @@ class MpmcResponseVariant:
 VariantT = TypeVar("VariantT", ResponseVariant, MpmcResponseVariant)
 
 
-def _in_event_loop() -> bool:
-    if _get_running_loop() is not None:
-        return True
-    # Trio (like any library sniffio knows) names itself on its run's thread.
-    sniffio = sys.modules.get("sniffio")
-    return sniffio is not None and sniffio.thread_local.name is not None
-
-
 class _Response(Generic[VariantT]):
     __slots__ = ("_make_variant", "_task", "_variant", "_worker")
 
@@ -167,7 +157,7 @@ class _Response(Generic[VariantT]):
         Refused on an event loop's thread, where waiting would freeze the loop:
         ``await`` the response there.
         """
-        if _in_event_loop():
+        if on_event_loop_thread():
             raise QueueError(
                 "Response.get() would block the event loop; use `await response` in async code"
             )
