@@ -204,7 +204,7 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     f"MISSED  {check['target']}: {value:.2f} "
                     f"(missed by {minimum - value:.2f}, {short:.0f}% short)"
                 )
-                if name in LIMITS and top == OURS:
+                if name in LIMITS and top.startswith(OURS):
                     check["limit"] = LIMITS[name]
                     check["line"] += f"; limited by: {LIMITS[name]}"
         checks.append(check)

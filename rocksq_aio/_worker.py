@@ -56,7 +56,7 @@ from ._dispatch import Operation, Stage
 from ._engine import QueueEngine
 from ._errors import QueueClosedError
 
-LINGER_SECONDS = 0.005
+LINGER_SECONDS = 0.05
 """How long the worker's thread waits for more work before it ends."""
 
 _DONE = Stage.DONE
@@ -147,15 +147,9 @@ class _TrioWake:
         return trio.lowlevel.Abort.SUCCEEDED
 
 
-class _Waiter:
-    """An async caller's operation; ``wake`` (a future or a _TrioWake) is its wake-up."""
-
-    __slots__ = ("loop", "operation", "wake")
-
-    def __init__(self, operation: Operation, loop: Any, wake: Any) -> None:
-        self.operation = operation
-        self.loop = loop
-        self.wake = wake
+_Waiter = tuple[Operation, Any, Any]
+"""An async caller's operation, its event loop (or TrioToken) and its wake-up (a
+future or a _TrioWake); a tuple, made once per operation on the loop's thread."""
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:
@@ -176,24 +170,22 @@ def _reschedule(wakes: list[_TrioWake]) -> None:
 
 def _wake_up(waiters: list[_Waiter]) -> None:
     """Wake the async callers of ``waiters``: one hand-off per event loop."""
-    if len(waiters) == 1:
-        waiter = waiters[0]
-        groups = {id(waiter.loop): (waiter.loop, [waiter.wake])}
-    else:
-        groups = {}
-        for waiter in waiters:
-            group = groups.get(id(waiter.loop))
-            if group is None:
-                groups[id(waiter.loop)] = (waiter.loop, [waiter.wake])
-            else:
-                group[1].append(waiter.wake)
-    for loop, wakes in groups.values():
+    loop = waiters[0][1]
+    wakes = [wake for _operation, each, wake in waiters if each is loop]
+    groups = [(loop, wakes)]
+    if len(wakes) != len(waiters):  # callers on several loops: rare
+        others: dict[int, tuple[Any, list[Any]]] = {}
+        for _operation, each, wake in waiters:
+            if each is not loop:
+                others.setdefault(id(each), (each, []))[1].append(wake)
+        groups.extend(others.values())
+    for each, wakes in groups:
         # A loop (or trio run) that ended has no one left to wake.
         with contextlib.suppress(RuntimeError):
-            if isinstance(loop, asyncio.AbstractEventLoop):
-                loop.call_soon_threadsafe(_resolve, wakes)
+            if isinstance(each, asyncio.AbstractEventLoop):
+                each.call_soon_threadsafe(_resolve, wakes)
             else:
-                loop.run_sync_soon(_reschedule, wakes)
+                each.run_sync_soon(_reschedule, wakes)
 
 
 def on_event_loop_thread() -> bool:
@@ -235,6 +227,8 @@ class Worker:
         self._busy = False
         """A thread is executing tasks or waiters it took (rule 1)."""
         self._state = _IDLE
+        self._kick_due = False
+        """An async caller scheduled a kick of the thread for the end of its loop's turn."""
         self._closing = False
         self._wake = threading.Lock()
         """Released to wake the lingering thread; held otherwise."""
@@ -282,8 +276,12 @@ class Worker:
                 except RuntimeError:
                     await self._wait_trio(operation)
                 else:
+                    if loop is not self._loop:
+                        # A new loop: the first operation sets anyio up for
+                        # it (an import, the first time), not a later wait.
+                        self.follow_event_loop()
                     future = loop.create_future()
-                    self._enqueue(_Waiter(operation, loop, future))
+                    self._enqueue((operation, loop, future))
                     await future
             except BaseException:
                 give_back = engine.abandon(operation)
@@ -301,8 +299,11 @@ class Worker:
     async def _wait_trio(self, operation: Operation) -> None:
         import trio
 
+        token = trio.lowlevel.current_trio_token()
+        if token is not self._loop:
+            self.follow_event_loop()  # as on asyncio
         wake = _TrioWake(trio.lowlevel.current_task())
-        self._enqueue(_Waiter(operation, trio.lowlevel.current_trio_token(), wake))
+        self._enqueue((operation, token, wake))
         await trio.lowlevel.wait_task_rescheduled(wake.abort)
 
     def _enqueue(self, waiter: _Waiter) -> None:
@@ -310,14 +311,35 @@ class Worker:
             if self._closing:
                 raise QueueClosedError(f"queue at {self.engine.path!r} is closed")
             self._waiters.append(waiter)
+            if self._state == _ACTIVE or self._kick_due:
+                return
+            self._kick_due = True
+        # The thread is woken at the end of this turn of the loop, once every
+        # task ready now has submitted too: they share its first group, and
+        # the thread does not take the GIL from the loop that runs them.
+        loop = waiter[1]
+        if isinstance(loop, asyncio.AbstractEventLoop):
+            loop.call_soon(self._kick_later)
+        else:
+            loop.run_sync_soon(self._kick_later)
+
+    def _kick_later(self) -> None:
+        with self._lock:
+            self._kick_due = False
             start = self._state != _ACTIVE and self._kick_locked()
-        if start:
-            try:
-                self._start_thread()
-            except QueueClosedError:
-                with self._lock:
-                    self._waiters.remove(waiter)
-                raise
+        if not start:
+            return
+        try:
+            self._start_thread()
+        except QueueClosedError as error:  # closed meanwhile: nobody will run them
+            with self._lock:
+                waiters, self._waiters = self._waiters, []
+            for operation, _loop, _wake in waiters:
+                self.engine.abandon(operation)
+                operation.error = error
+                operation.stage = _DONE
+            if waiters:
+                _wake_up(waiters)
 
     async def give_back(self, give_back: Operation) -> None:
         """Run a give-back (shielded by the caller); it needs no in-flight slot.
@@ -414,21 +436,25 @@ class Worker:
         takes it and every task queued before it, and runs them in order.
         """
         lock = self._lock
-        with lock:
-            if task.stage is _DONE:
-                return
-            queued = self._tasks
-            if not self._busy and queued and queued[0] is task:
-                taken = [queued.popleft()]  # the common case: nothing before it
-            elif not self._busy and task in queued:
-                taken = []
-                while not taken or taken[-1] is not task:
-                    taken.append(queued.popleft())
-            else:
-                while task.stage is not _DONE:
-                    self._sleep_locked()
-                return
+        lock.acquire()
+        try:
+            while True:
+                if task.stage is _DONE:
+                    return
+                if not self._busy:
+                    queued = self._tasks
+                    if queued and queued[0] is task:
+                        taken = [queued.popleft()]  # the common case: nothing before it
+                        break
+                    if task in queued:
+                        taken = []
+                        while not taken or taken[-1] is not task:
+                            taken.append(queued.popleft())
+                        break
+                self._sleep_locked()
             self._busy = True
+        finally:
+            lock.release()
         self._run_taken(taken)
 
     def _run_taken(self, taken: list[Task]) -> None:
@@ -499,8 +525,10 @@ class Worker:
                 lock.release()
                 try:
                     self._execute_tasks(tasks)
-                    for waiter in waiters:
-                        self._complete(waiter.operation)
+                    for operation, _loop, _wake in waiters:
+                        stage = operation.stage  # most were in the first group
+                        if stage is not _DONE and stage is not _WITHDRAWN:
+                            self._complete(operation)
                 finally:
                     self._finish(tasks)
                     if waiters:

@@ -139,6 +139,29 @@ def test_a_task_submitted_after_the_one_got_is_left_to_the_worker(queue_path: st
         assert queue.inflight_ops == 0
 
 
+def test_get_waits_for_another_caller_running_tasks_then_runs_its_own(
+    queue_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with fifo(queue_path) as queue, parked(queue):
+        held = Held(queue, monkeypatch)
+        first = queue.push([b"a"])
+        getter = threading.Thread(target=first.get)
+        getter.start()  # runs the first push, held in _execute
+        assert held.entered.wait(WAIT)
+        second = queue.push([b"b"])
+        threads = executing_threads(queue, monkeypatch)
+        opener = threading.Timer(0.05, held.release.set)
+        opener.start()
+        # Waits for the getter (one thread executes at a time), then runs the
+        # second push here: the worker's thread is still held.
+        assert second.get().data is None
+        assert first.is_ready
+        assert threads == [threading.get_ident()]
+        getter.join(WAIT)
+        opener.join(WAIT)
+        assert queue.pop(10).get().data == [b"a", b"b"]
+
+
 def test_mpmc_get_runs_add_and_next_in_the_calling_thread(
     queue_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
