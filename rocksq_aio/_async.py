@@ -1,11 +1,11 @@
 """The async face: ``rocksq_aio.PersistentQueue`` and ``rocksq_aio.MpmcQueue``.
 
 Each call is validated in the caller into an operation and handed to the
-queue's worker (``_worker``), whose thread group-commits everything pending
-and wakes the caller on its event loop. A caller cancelled at any point either
-withdraws its operation (not started) or has its items given back, through the
-worker, if its batch had already committed. The face knows the engine only
-through the protocol in ``_engine``.
+queue's worker (``_worker``), which group-commits everything pending through
+``anyio.to_thread.run_sync``. A caller cancelled at any point either withdraws
+its operation (not started) or has its items given back, through the worker,
+if its batch had already committed. The face knows the engine only through the
+protocol in ``_engine``.
 """
 
 from __future__ import annotations

@@ -1,45 +1,39 @@
 """The queue's worker: how operations of the async and nonblocking faces reach the engine.
 
 Every operation is submitted to the engine's dispatcher and executed by a
-``drain()``, which group-commits everything pending. Drains run on the
-worker's own thread (one per queue, started on first use, kept a few
-milliseconds when it runs dry so that a steady caller does not restart it),
-or on a nonblocking caller's thread (``run_or_wait``, below). The faces enter
-the worker two ways:
+``drain()``, which group-commits everything pending. One drain runs at a time
+per queue, and at most ``max_inflight_ops`` operations are unfinished; further
+callers wait (they do not fail). The two faces enter the same worker two ways:
 
-* async callers (``perform``) submit, then wait on their event loop without
-  taking a thread: the worker's thread drains until their operations are
-  done and wakes them, one hand-off per event loop per batch
-  (``call_soon_threadsafe`` on asyncio and uvloop, ``run_sync_soon`` on trio).
-  That is the one thread hop an operation pays; the operations of every task
-  that submitted meanwhile share the batch (group commit).
+* async callers (``perform``): the first caller that finds no drain running
+  leads one, in ``anyio.to_thread.run_sync`` under the worker's
+  ``CapacityLimiter(1)``; the others wait for it, and their operations are in
+  its group or in the next. Completions are announced on the loop's thread.
 * nonblocking callers (``submit``) queue a task (an operation, or a ``Call``
-  answered after everything submitted before it); the worker's thread runs
-  the tasks in order. ``run_or_wait`` (``Response.get()``) runs them in the
-  calling thread instead when the worker's thread has not taken them yet: the
+  answered after everything submitted before it); the worker's own thread
+  (one per queue, started on first use, kept a little while when it runs dry)
+  runs the tasks in order. ``run_or_wait`` (``Response.get()``) runs them in
+  the calling thread instead when that thread has not taken them yet: the
   caller is blocked anyway, and a hand-off to another thread and back costs
   more than the operation. ``wait_async`` lets a coroutine wait for a task
   without taking a thread.
 
 Rules:
 
-1. One thread at a time executes tasks and waiters ("busy"): the worker's
-   thread, or a ``run_or_wait`` caller, which takes every task submitted
-   before its own, in order. Operations therefore keep the dispatcher's order
-   (``_dispatch`` rule 2), and a ``Call`` sees everything submitted before it.
-2. At most ``max_inflight_ops`` operations are unfinished; further callers
-   wait (async) or block (nonblocking), they do not fail.
-3. A caller that stops waiting abandons its operation (``_dispatch`` rule 3);
-   a give-back it gets in return runs in a worker thread like any other
-   operation, never on the event loop's thread, and it does not wait for the
-   worker's own thread, which may be busy with a long batch.
-4. Waiters (``pop_wait``, iterators) are woken by ``arrivals``, the engine's
+1. One thread at a time executes nonblocking tasks ("busy"): the worker's
+   thread, or a caller (``run_or_wait``, or ``submit`` blocked at
+   ``max_inflight_ops``), which takes every task submitted before its own, in
+   order. Operations therefore keep the dispatcher's order (``_dispatch``
+   rule 2), and a ``Call`` sees everything submitted before it.
+2. A caller that stops waiting abandons its operation (``_dispatch`` rule 3);
+   a give-back it gets in return runs through this worker like any other
+   operation, never on the event loop's thread.
+3. Waiters (``pop_wait``, iterators) are woken by ``arrivals``, the engine's
    count of commits that made elements available, never by polling.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 import threading
@@ -130,64 +124,6 @@ def _is_done(task: Task) -> bool:
     return task.stage is Stage.DONE
 
 
-class _TrioWake:
-    """A trio task parked until the worker's thread is done with its operation."""
-
-    __slots__ = ("gone", "task")
-
-    def __init__(self, task: Any) -> None:
-        self.task = task
-        self.gone = False
-        """Cancelled (the task left) or already rescheduled: never reschedule it (again)."""
-
-    def abort(self, _raise_cancel: Any) -> Any:
-        import trio
-
-        self.gone = True
-        return trio.lowlevel.Abort.SUCCEEDED
-
-
-_Waiter = tuple[Operation, Any, Any]
-"""An async caller's operation, its event loop (or TrioToken) and its wake-up (a
-future or a _TrioWake); a tuple, made once per operation on the loop's thread."""
-
-
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
-    # On the loop's thread; a cancelled caller's future is already done.
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
-
-
-def _reschedule(wakes: list[_TrioWake]) -> None:
-    import trio
-
-    for wake in wakes:
-        if not wake.gone:
-            wake.gone = True
-            trio.lowlevel.reschedule(wake.task)
-
-
-def _wake_up(waiters: list[_Waiter]) -> None:
-    """Wake the async callers of ``waiters``: one hand-off per event loop."""
-    loop = waiters[0][1]
-    wakes = [wake for _operation, each, wake in waiters if each is loop]
-    groups = [(loop, wakes)]
-    if len(wakes) != len(waiters):  # callers on several loops: rare
-        others: dict[int, tuple[Any, list[Any]]] = {}
-        for _operation, each, wake in waiters:
-            if each is not loop:
-                others.setdefault(id(each), (each, []))[1].append(wake)
-        groups.extend(others.values())
-    for each, wakes in groups:
-        # A loop (or trio run) that ended has no one left to wake.
-        with contextlib.suppress(RuntimeError):
-            if isinstance(each, asyncio.AbstractEventLoop):
-                each.call_soon_threadsafe(_resolve, wakes)
-            else:
-                each.run_sync_soon(_reschedule, wakes)
-
-
 def on_event_loop_thread() -> bool:
     """True on a thread that runs an event loop (asyncio, uvloop, trio), where nothing may block."""
     if _get_running_loop() is not None:
@@ -212,6 +148,7 @@ class Worker:
         self._loop: object = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._slots = _InflightSlots(max_inflight)
+        self._draining: anyio.Event | None = None
         self._arrival: anyio.Event | None = None
         self._seen_arrivals = 0
         # The thread side, under _lock.
@@ -221,14 +158,10 @@ class Worker:
         """Threads waiting on ``_finished``: the others need no notification."""
         self._tasks: deque[Task] = deque()
         """Nonblocking callers' tasks, not taken yet."""
-        self._waiters: list[_Waiter] = []
-        """Async callers' operations, not taken yet."""
         self._thread_inflight = 0
         self._busy = False
-        """A thread is executing tasks or waiters it took (rule 1)."""
+        """A thread is executing tasks it took (rule 1)."""
         self._state = _IDLE
-        self._kick_due = False
-        """An async caller scheduled a kick of the thread for the end of its loop's turn."""
         self._closing = False
         self._wake = threading.Lock()
         """Released to wake the lingering thread; held otherwise."""
@@ -251,6 +184,7 @@ class Worker:
             self._loop = loop
             self._limiter = None
             self._arrival = None
+            self._draining = None
 
     def limiter(self) -> anyio.CapacityLimiter:
         self.follow_event_loop()
@@ -269,20 +203,13 @@ class Worker:
         try:
             engine.submit(operation)
             try:
-                # The asyncio wait spelled out: a coroutine frame per
-                # operation is measurable with 256 tasks awaiting one item each.
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    await self._wait_trio(operation)
-                else:
-                    if loop is not self._loop:
-                        # A new loop: the first operation sets anyio up for
-                        # it (an import, the first time), not a later wait.
-                        self.follow_event_loop()
-                    future = loop.create_future()
-                    self._enqueue((operation, loop, future))
-                    await future
+                # _complete() spelled out: a coroutine frame per operation is
+                # measurable with 256 tasks awaiting one item each.
+                while operation.stage is not Stage.DONE:
+                    if self._draining is None:
+                        await self._lead_drain()
+                    else:
+                        await self._draining.wait()
             except BaseException:
                 give_back = engine.abandon(operation)
                 if give_back is not None:
@@ -296,61 +223,44 @@ class Worker:
             slots.release()
         return operation.outcome()
 
-    async def _wait_trio(self, operation: Operation) -> None:
-        import trio
-
-        token = trio.lowlevel.current_trio_token()
-        if token is not self._loop:
-            self.follow_event_loop()  # as on asyncio
-        wake = _TrioWake(trio.lowlevel.current_task())
-        self._enqueue((operation, token, wake))
-        await trio.lowlevel.wait_task_rescheduled(wake.abort)
-
-    def _enqueue(self, waiter: _Waiter) -> None:
-        with self._lock:
-            if self._closing:
-                raise QueueClosedError(f"queue at {self.engine.path!r} is closed")
-            self._waiters.append(waiter)
-            if self._state == _ACTIVE or self._kick_due:
-                return
-            self._kick_due = True
-        # The thread is woken at the end of this turn of the loop, once every
-        # task ready now has submitted too: they share its first group, and
-        # the thread does not take the GIL from the loop that runs them.
-        loop = waiter[1]
-        if isinstance(loop, asyncio.AbstractEventLoop):
-            loop.call_soon(self._kick_later)
-        else:
-            loop.run_sync_soon(self._kick_later)
-
-    def _kick_later(self) -> None:
-        with self._lock:
-            self._kick_due = False
-            start = self._state != _ACTIVE and self._kick_locked()
-        if not start:
-            return
-        try:
-            self._start_thread()
-        except QueueClosedError as error:  # closed meanwhile: nobody will run them
-            with self._lock:
-                waiters, self._waiters = self._waiters, []
-            for operation, _loop, _wake in waiters:
-                self.engine.abandon(operation)
-                operation.error = error
-                operation.stage = _DONE
-            if waiters:
-                _wake_up(waiters)
-
     async def give_back(self, give_back: Operation) -> None:
-        """Run a give-back (shielded by the caller); it needs no in-flight slot.
-
-        It goes through a thread of anyio's (rule 3), not the worker's own.
-        """
+        """Run a give-back (shielded by the caller); it needs no in-flight slot."""
         with contextlib.suppress(QueueClosedError):
             self.engine.submit(give_back)
-            while give_back.stage is not Stage.DONE:
-                await anyio.to_thread.run_sync(self.engine.drain, limiter=self.limiter())
+            await self._complete_async(give_back)
             self.announce_arrivals()
+
+    async def _complete_async(self, operation: Operation) -> None:
+        while operation.stage is not Stage.DONE:
+            if self._draining is None:
+                await self._lead_drain()
+            else:
+                # A drain is running in the worker: it or the next one (led
+                # by one of us) will take this operation too.
+                await self._draining.wait()
+
+    async def _lead_drain(self) -> None:
+        finished = self._draining = anyio.Event()
+        try:
+            # Shielded: a leader cancelled before the worker started (at the
+            # limiter, say) would hand the lead to the next caller, which may
+            # be cancelled there too, and nothing would ever drain. The
+            # leader's own cancellation comes after, and its items go back.
+            # run_sync's own first checkpoint lets every task that is ready
+            # submit too, so the worker commits them as one group.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.engine.drain, limiter=self._limiter_now())
+        finally:
+            self._draining = None
+            finished.set()
+
+    def _limiter_now(self) -> anyio.CapacityLimiter:
+        # limiter() without anyio's current_token() on every drain: the loop is
+        # the running asyncio loop, or (on trio) whatever token it was.
+        loop = _get_running_loop()
+        if loop is not None and loop is self._loop and self._limiter is not None:
+            return self._limiter
+        return self.limiter()
 
     def announce_arrivals(self) -> None:
         # Wakes waiters on the event loop thread once the engine has
@@ -373,12 +283,9 @@ class Worker:
             self._arrival = None
 
     async def aclose(self) -> None:
-        with self._lock:
-            self._closing = True  # what is submitted from now on is refused
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.engine.close, limiter=self.limiter())
         self.wake_waiters()
-        self.shutdown(wait=False)
 
     # ------------------------------------------------------------ nonblocking callers
 
@@ -513,26 +420,17 @@ class Worker:
             while True:
                 while self._busy:
                     self._sleep_locked()
-                if not self._tasks and not self._waiters:
+                if not self._tasks:
                     if not self._linger_locked():
                         return
                     continue
                 tasks = list(self._tasks)
                 self._tasks.clear()
-                waiters = self._waiters
-                self._waiters = []
                 self._busy = True
                 lock.release()
                 try:
-                    self._execute_tasks(tasks)
-                    for operation, _loop, _wake in waiters:
-                        stage = operation.stage  # most were in the first group
-                        if stage is not _DONE and stage is not _WITHDRAWN:
-                            self._complete(operation)
+                    self._run_taken(tasks)
                 finally:
-                    self._finish(tasks)
-                    if waiters:
-                        _wake_up(waiters)
                     lock.acquire()
         finally:
             lock.release()
