@@ -84,7 +84,7 @@ async def cancel_natively(
     make_call: Callable[[], Awaitable[Any]], mode: str, rng: random.Random
 ) -> tuple[bool, Any]:
     """Run one call under asyncio-native cancellation; return (completed, result)."""
-    delay = rng.uniform(0, 0.0005)  # the calls take tens of microseconds
+    delay = rng.uniform(0, 0.002)
     try:
         if mode == "wait_for":
             return True, await asyncio.wait_for(make_call(), timeout=delay)
@@ -277,7 +277,7 @@ async def test_random_anyio_cancel_scopes_lose_nothing(queue_path: str) -> None:
         """Run ``call`` in a scope cancelled by a deadline or by another task."""
         result: list[Any] = []
         if rng.random() < 0.5:
-            with anyio.move_on_after(rng.uniform(0, 0.0005)):  # calls take tens of us
+            with anyio.move_on_after(rng.uniform(0, 0.002)):
                 result.append(await call())
         else:
             async with anyio.create_task_group() as group:
