@@ -133,6 +133,16 @@ def open_fifo(system: str, path: str) -> Fifo:
     raise BenchError(f"{system} has no blocking FIFO queue")
 
 
+def write_read_rates(count: int, start: float, written: float, end: float) -> dict[str, Any]:
+    """The result of a run that wrote ``count`` items from ``start`` to ``written``,
+    then read them all back by ``end`` (perf_counter times)."""
+    return {
+        "seconds": end - start,
+        "write_rate": count / (written - start),
+        "read_rate": count / (end - written),
+    }
+
+
 def fifo_write_read(queue: Fifo, messages: list[bytes]) -> dict[str, Any]:
     push, pop = queue.push, queue.pop
     start = time.perf_counter()
@@ -143,12 +153,7 @@ def fifo_write_read(queue: Fifo, messages: list[bytes]) -> dict[str, Any]:
         if wrong(pop(1), expected):
             raise BenchError("popped a wrong item")
     end = time.perf_counter()
-    count = len(messages)
-    return {
-        "seconds": end - start,
-        "write_rate": count / (written - start),
-        "read_rate": count / (end - written),
-    }
+    return write_read_rates(len(messages), start, written, end)
 
 
 def fifo_interleaved(queue: Fifo, messages: list[bytes]) -> dict[str, Any]:
@@ -172,12 +177,7 @@ def fifo_batched(queue: Fifo, messages: list[bytes]) -> dict[str, Any]:
         if pop(len(batch)) != batch:
             raise BenchError("popped a wrong batch")
     end = time.perf_counter()
-    count = len(messages)
-    return {
-        "seconds": end - start,
-        "write_rate": count / (written - start),
-        "read_rate": count / (end - written),
-    }
+    return write_read_rates(len(messages), start, written, end)
 
 
 def mpmc_blocking(system: str, path: str, messages: list[bytes], labels: int) -> dict[str, Any]:
@@ -209,11 +209,10 @@ def mpmc_blocking(system: str, path: str, messages: list[bytes], labels: int) ->
         end = time.perf_counter()
         del add, read
     finally:
-        if system == ROCKSQ:
-            del queue
-            gc.collect()
-        else:
+        if system != ROCKSQ:
             queue.close()
+        del queue
+        gc.collect()  # RocksQ has no close(): its queue is released when collected
     count = len(messages)
     return {
         "seconds": end - start,
@@ -409,13 +408,7 @@ async def write_read_async(
             await theirs.close()
     else:
         raise BenchError(f"{system} has no async FIFO queue")
-    return {
-        "seconds": end - start,
-        "write_rate": count / (written - start),
-        "read_rate": count / (end - written),
-        "warmup_ms": warmup_ms,
-        **lag,
-    }
+    return {**write_read_rates(count, start, written, end), "warmup_ms": warmup_ms, **lag}
 
 
 def submit_then_get(system: str, path: str, messages: list[bytes], mpmc: bool) -> dict[str, Any]:

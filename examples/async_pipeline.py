@@ -130,8 +130,6 @@ def in_push_order(jobs: list[bytes]) -> bool:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        anyio.run(main, sys.argv[1])
-    else:
-        with tempfile.TemporaryDirectory(prefix="rocksq_aio-pipeline-") as temporary:
-            anyio.run(main, temporary)
+    # The queues go to the directory given, or to a temporary one removed at the end.
+    with tempfile.TemporaryDirectory(prefix="rocksq_aio-pipeline-") as temporary:
+        anyio.run(main, sys.argv[1] if len(sys.argv) > 1 else temporary)

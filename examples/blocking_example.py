@@ -106,8 +106,6 @@ def main(directory: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        main(sys.argv[1])
-    else:
-        with tempfile.TemporaryDirectory(prefix="rocksq_aio-blocking-") as temporary:
-            main(temporary)
+    # The queues go to the directory given, or to a temporary one removed at the end.
+    with tempfile.TemporaryDirectory(prefix="rocksq_aio-blocking-") as temporary:
+        main(sys.argv[1] if len(sys.argv) > 1 else temporary)

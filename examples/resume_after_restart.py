@@ -90,8 +90,6 @@ async def main(directory: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        anyio.run(main, sys.argv[1])
-    else:
-        with tempfile.TemporaryDirectory(prefix="rocksq_aio-resume-") as temporary:
-            anyio.run(main, temporary)
+    # The queues go to the directory given, or to a temporary one removed at the end.
+    with tempfile.TemporaryDirectory(prefix="rocksq_aio-resume-") as temporary:
+        anyio.run(main, sys.argv[1] if len(sys.argv) > 1 else temporary)

@@ -11,6 +11,7 @@ from ._async import MpmcQueue, PersistentQueue
 from ._engine import Capabilities
 from ._engines import remove as _remove
 from ._errors import (
+    LeaseExpiredError,
     QueueClosedError,
     QueueCorruptedError,
     QueueError,
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Capabilities",
+    "LeaseExpiredError",
     "MpmcQueue",
     "PersistentQueue",
     "QueueClosedError",

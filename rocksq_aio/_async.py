@@ -6,15 +6,22 @@ queue's worker (``_worker``), which group-commits everything pending through
 its operation (not started) or has its items given back, through the worker,
 if its batch had already committed. The face knows the engine only through the
 protocol in ``_engine``.
+
+The constructors check their arguments and touch nothing on disk: the engine
+opens in the worker's thread (``_opening``) at ``async with``, ``await
+queue.open()`` or the first operation awaited, and its errors (a locked,
+corrupted or foreign directory) are raised there. Closing runs in the worker
+too, so neither keeps the event loop from running.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -22,6 +29,7 @@ from . import _dispatch, _engines, _validate
 from ._dispatch import Operation, Reservation, give_back_operation, settle_operation
 from ._engine import FifoEngine, MpmcEngine
 from ._face import EngineProperties, EngineT
+from ._opening import OpenOnUse
 from ._options import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_CACHE_BYTES,
@@ -75,13 +83,64 @@ class _Held:
         return self.items.popleft()
 
 
+QueueT = TypeVar("QueueT", bound="_AsyncQueue[Any]")
+
+
 class _AsyncQueue(EngineProperties[EngineT]):
-    def __init__(self, engine: EngineT, max_inflight: int) -> None:
-        self._engine = engine
-        self._worker = Worker(engine, max_inflight)
+    def __init__(self, opener: tuple[str, Callable[[], EngineT]], max_inflight: int) -> None:
+        path, open_engine = opener
+        worker_ref: weakref.ref[Worker] | None = None
+
+        def hand_over(engine: EngineT) -> None:
+            # The worker calls the engine itself from now on; a weak
+            # reference, so that a dropped queue is freed (and its engine
+            # closed) at once, not by the cycle collector.
+            worker = worker_ref() if worker_ref is not None else None
+            if worker is not None:
+                worker.engine = engine
+
+        self._opening: OpenOnUse[EngineT] = OpenOnUse(path, open_engine, hand_over)
+        self._worker = Worker(self._opening, max_inflight)
+        worker_ref = weakref.ref(self._worker)
         # Items that open iterators (items(), consume()) have read but not yet
         # yielded; closing the queue gives them back before the engine closes.
         self._held: set[_Held] = set()
+
+    @property
+    def _engine(self) -> EngineT:
+        # A property read before the queue opened opens it here (rule 3 of _opening).
+        return self._opening.opened()
+
+    @_engine.setter
+    def _engine(self, engine: EngineT) -> None:
+        raise AttributeError("the async face's engine is set when it opens")
+
+    @property
+    def path(self) -> str:
+        return self._opening.path
+
+    @property
+    def closed(self) -> bool:
+        return self._opening.closed
+
+    async def open(self: QueueT) -> QueueT:
+        """Open the queue now, in its worker (off the event loop), and return it.
+
+        Optional: ``async with`` and the first operation awaited open it too.
+        Raises what opening raises (QueueLockedError, QueueCorruptedError, ...).
+        """
+        if self._opening.engine is None:
+            await anyio.to_thread.run_sync(self._opening.opened, limiter=self._worker.limiter())
+        return self
+
+    async def _enter(self: QueueT) -> QueueT:
+        try:
+            return await self.open()
+        except BaseException:
+            # Cancelled once the engine had opened: the block never ran, and
+            # nobody would close the queue.
+            await self.aclose()
+            raise
 
     @property
     def inflight_ops(self) -> int:
@@ -98,7 +157,7 @@ class _AsyncQueue(EngineProperties[EngineT]):
         remaining = bool(held.items)
         held.items.clear()
         held.read = None
-        if read is None or not remaining or self._engine.closed:
+        if read is None or not remaining or self.closed:
             return None
         return give_back_operation(read, held.delivered)
 
@@ -122,7 +181,7 @@ class _AsyncQueue(EngineProperties[EngineT]):
             give_back = self._take_held(held)
             if give_back is not None:
                 self._engine.run(give_back)
-        self._engine.close()
+        self._opening.close()
         self._worker.wake_waiters()
 
     async def __aexit__(
@@ -175,6 +234,15 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
     """A persistent FIFO queue of bytes for async code (asyncio, uvloop, trio).
 
     ``path`` names the engine: a directory (RocksDB) or ``memory://NAME``.
+
+    The constructor checks its arguments (TypeError, ValueError) and opens
+    nothing. The queue opens in its worker thread, off the event loop, at
+    ``async with``, ``await queue.open()`` or the first operation awaited,
+    which raise what opening raises (QueueLockedError, QueueCorruptedError,
+    ...); a failed open is tried again by the next operation. Reading a
+    property (``len``, ``payload_size``, ...) before then opens the queue in
+    the calling thread. ``aclose()`` (or the end of ``async with``) closes it
+    in the worker too.
     """
 
     def __init__(
@@ -190,10 +258,10 @@ class PersistentQueue(_AsyncQueue[FifoEngine]):
     ) -> None:
         options = FifoOptions.from_arguments(locals())
         inflight = options.inflight_limit()
-        super().__init__(_engines.open_fifo(path, options), inflight)
+        super().__init__(_engines.fifo_opener(path, options), inflight)
 
     async def __aenter__(self) -> PersistentQueue:
-        return self
+        return await self._enter()
 
     @property
     def payload_size(self) -> int:
@@ -296,6 +364,8 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
     """A persistent stream read by many labelled consumers, for async code.
 
     ``path`` names the engine: a directory (RocksDB) or ``memory://NAME``.
+    It opens and closes as ``PersistentQueue`` does: at ``async with``,
+    ``await queue.open()`` or the first operation awaited, in its worker.
     """
 
     def __init__(
@@ -312,10 +382,10 @@ class MpmcQueue(_AsyncQueue[MpmcEngine]):
     ) -> None:
         options = MpmcOptions.from_arguments(locals())
         inflight = options.inflight_limit()
-        super().__init__(_engines.open_mpmc(path, options), inflight)
+        super().__init__(_engines.mpmc_opener(path, options), inflight)
 
     async def __aenter__(self) -> MpmcQueue:
-        return self
+        return await self._enter()
 
     @property
     def labels(self) -> list[str]:

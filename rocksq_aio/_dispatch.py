@@ -17,7 +17,10 @@ Rules (the engines and the faces rely on them):
    back by ``drain()`` once it finishes; one already done is given back by the
    GIVE_BACK operation ``abandon()`` returns, which the caller submits.
 4. ACK and NACK are never withdrawn: settling a reservation must happen even
-   when its caller stops waiting.
+   when its caller stops waiting. Settling a reservation made by another
+   open of the queue (its ``generation`` differs) is refused with
+   ``LeaseExpiredError`` and changes nothing: the reopen gave its items back.
+   The refusal is the settle's own error; the rest of its group goes on.
 5. A give-back is an operation like any other, executed by the worker (never
    on an event loop's thread), in a group of its own.
 """
@@ -26,12 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import threading
 from collections import deque
 from typing import Any
 
 from . import _validate
-from ._errors import QueueError
+from ._errors import LeaseExpiredError, QueueError
 from ._types import StartPosition
 
 
@@ -58,18 +62,31 @@ class Stage(enum.IntEnum):
     """Abandoned before it started: it never runs."""
 
 
+_generations = itertools.count(1)
+
+
+def new_generation() -> int:
+    """A number no other open of any queue in this process has: an engine takes one at open."""
+    return next(_generations)
+
+
 class Reservation:
     """Items handed out by ``reserve``: ack removes them for good, nack delivers them again.
 
     ``token`` is the engine's own record of where the items came from; only
-    the engine that made the reservation reads it. ``label`` is None on a FIFO queue.
+    the engine that made the reservation reads it. ``generation`` is the
+    engine's (one per open): a reservation of another open cannot be settled.
+    ``label`` is None on a FIFO queue.
     """
 
-    __slots__ = ("items", "label", "settled", "token")
+    __slots__ = ("generation", "items", "label", "settled", "token")
 
-    def __init__(self, items: list[bytes], token: Any, label: str | None = None) -> None:
+    def __init__(
+        self, items: list[bytes], token: Any, generation: int, label: str | None = None
+    ) -> None:
         self.items = items
         self.token = token
+        self.generation = generation
         self.label = label
         self.settled = False
 
@@ -170,6 +187,8 @@ class Dispatcher:
     """
 
     def __init__(self, group_bytes: int) -> None:
+        self.generation = new_generation()
+        """Stamped on every reservation this open makes (rule 4)."""
         self.arrivals = 0
         self._group_bytes = group_bytes
         self._lock = threading.Lock()
@@ -188,6 +207,21 @@ class Dispatcher:
 
     def _give_back_locked(self, read: Operation, delivered: int) -> None:
         """Return the items of a finished read, but its first ``delivered``, to the queue."""
+        raise NotImplementedError
+
+    # What the engines share.
+
+    def check_settle(self, reservation: Reservation) -> None:
+        """Raise LeaseExpiredError if ``reservation`` can no longer be settled (rule 4)."""
+        if reservation.generation != self.generation:
+            raise LeaseExpiredError(
+                f"the reservation of {len(reservation.items)} items was made before the queue "
+                f"at {self.path!r} was last opened (or by another queue object): the open gave "
+                "its items back, so they may be with another consumer; nothing was changed"
+            )
+
+    @property
+    def path(self) -> str:
         raise NotImplementedError
 
     # The mechanism.

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from . import _validate
 from ._engine import FifoEngine, MpmcEngine
@@ -42,26 +43,46 @@ def _memory_name(path: object) -> str | None:
     return None
 
 
-def open_fifo(path: object, options: FifoOptions) -> FifoEngine:
+def fifo_opener(path: object, options: FifoOptions) -> tuple[str, Callable[[], FifoEngine]]:
+    """Check ``path`` and ``options`` now; the engine opens when the callable is called.
+
+    Returns the engine's ``path`` and its opener.
+    """
     name = _memory_name(path)
+    directory = _validate.queue_path(path) if name is None else ""
+    options.capacity()  # what every in-process engine checks first, checked before the open
+    options.local()
     if name is not None:
         from .memory import MemoryFifo
 
-        return MemoryFifo(name, options)
+        return MEMORY_SCHEME + name, lambda: MemoryFifo(name, options)
     from .rocksdb import RocksDBFifo
 
-    return RocksDBFifo(_validate.queue_path(path), options)
+    return directory, lambda: RocksDBFifo(directory, options)
 
 
-def open_mpmc(path: object, options: MpmcOptions) -> MpmcEngine:
+def mpmc_opener(path: object, options: MpmcOptions) -> tuple[str, Callable[[], MpmcEngine]]:
+    """Like ``fifo_opener``, for an MPMC queue."""
     name = _memory_name(path)
+    directory = _validate.queue_path(path) if name is None else ""
+    options.ttl_seconds()
+    options.time_source()
+    options.local()
     if name is not None:
         from .memory import MemoryMpmc
 
-        return MemoryMpmc(name, options)
+        return MEMORY_SCHEME + name, lambda: MemoryMpmc(name, options)
     from .rocksdb import RocksDBMpmc
 
-    return RocksDBMpmc(_validate.queue_path(path), options)
+    return directory, lambda: RocksDBMpmc(directory, options)
+
+
+def open_fifo(path: object, options: FifoOptions) -> FifoEngine:
+    return fifo_opener(path, options)[1]()
+
+
+def open_mpmc(path: object, options: MpmcOptions) -> MpmcEngine:
+    return mpmc_opener(path, options)[1]()
 
 
 def remove(path: object) -> None:

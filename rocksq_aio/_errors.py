@@ -35,3 +35,12 @@ class QueueIOError(QueueError):
     further operation until the queue is closed and opened again, which rereads
     the true state from disk.
     """
+
+
+class LeaseExpiredError(QueueError):
+    """The reservation can no longer be settled; nothing was changed.
+
+    Its lease ended before the ``ack``, ``nack`` or ``extend``: the queue gave
+    its items back (a lease timeout, or the queue was closed and opened again
+    since the reservation was made), so they may be with another consumer.
+    """

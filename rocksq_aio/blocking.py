@@ -20,6 +20,7 @@ from . import _dispatch, _engines
 from ._dispatch import Reservation, settle_operation
 from ._engine import FifoEngine, MpmcEngine, QueueEngine
 from ._errors import (
+    LeaseExpiredError,
     QueueClosedError,
     QueueCorruptedError,
     QueueError,
@@ -40,6 +41,7 @@ from ._options import (
 from ._types import BytesLike, ClosesOnExit, StartPosition
 
 __all__ = [
+    "LeaseExpiredError",
     "MpmcQueue",
     "PersistentQueueWithCapacity",
     "QueueClosedError",

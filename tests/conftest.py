@@ -1,19 +1,15 @@
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import rocksq_aio
-
 from support.clock import FakeClock
-
-ENGINES = ("rocksdb", "memory")
+from support.paths import ENGINES, new_queue_path
 
 
 @pytest.fixture
@@ -24,14 +20,8 @@ def queue_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     pytest_generate_tests); a test marked ``rocksdb_only`` checks what only
     the RocksDB engine has (files, crashes, the on-disk format).
     """
-    engine = getattr(request, "param", "rocksdb")
-    if engine == "memory":
-        name = f"memory://{uuid.uuid4().hex}"
-        yield name
-        with contextlib.suppress(Exception):
-            rocksq_aio.remove_queue(name)  # frees the memory a test left behind
-        return
-    yield os.path.join(str(tmp_path), "queue")
+    with new_queue_path(getattr(request, "param", "rocksdb"), str(tmp_path)) as path:
+        yield path
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -70,3 +60,18 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     """Async tests run on asyncio, uvloop and trio (a module may narrow this)."""
     backend: tuple[str, dict[str, Any]] = request.param
     return backend
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests marked for pytest-asyncio run on asyncio's own loop and on uvloop's."""
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    try:
+        import uvloop
+    except ImportError:  # not on Windows
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories

@@ -10,8 +10,11 @@ This module holds the argument parser and ``main``; the commands live in
 ``info`` (info, peek, stats), ``image`` (export, import and the export format)
 and ``migrate_rocksq``. Queues are opened through the RocksDB engines (MPMC
 with ``ttl=0`` so that nothing expires), so the usual validation and open-time
-recovery apply; nothing is consumed. The kind of a queue is read first from
-its ``meta`` column family, without taking its lock (``_inspect``).
+recovery apply; nothing is consumed. A queue that another process holds open
+is read by info, peek, export and stats from a snapshot (a RocksDB secondary
+instance, which takes no lock and writes nothing there), and the output says
+so; the commands that write refuse it (exit 4). The kind of a queue is read
+first from its ``meta`` column family, without taking its lock (``_inspect``).
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ exit codes:
   1  other error (bad export file, refusing to overwrite a non-empty queue, ...)
   2  usage error
   3  path (or label) not found, or not a queue
-  4  queue locked: it is open elsewhere (in another process or this one)
+  4  queue locked: it is open elsewhere (in another process or this one) and
+     the command writes (info, peek, export and stats read a snapshot of it)
   5  queue corrupted
 """
 
@@ -81,7 +85,9 @@ and every label with its position, lag (tail - position), items handed back to
 it and whether its next read reports expired elements. The TTL of an MPMC queue
 is not stored on disk (it is an argument of whoever opens it); --ttl only shows
 how many elements a queue opened with that TTL would drop now.
-Nothing is consumed; the queue must not be open elsewhere."""
+Nothing is consumed. A queue open in another process is read from a snapshot,
+without disturbing it: the output says so and as of when, and adds what that
+process has reserved and not yet acked."""
 
 _PEEK_HELP = """\
 show the next items without consuming them
@@ -91,7 +97,9 @@ next read would), or from the head without --label.
 Items are shown as Python bytes literals (or a hex dump with --hex), cut at
 --max-bytes. --raw writes the raw bytes of each item to stdout as a netstring
 '<decimal length>:<bytes>,' (no separator between items), so that items
-containing newlines stay unambiguous."""
+containing newlines stay unambiguous.
+A queue open in another process is read from a snapshot (said on the first
+line, in the JSON, or on stderr with --raw)."""
 
 _EXPORT_HELP = """\
 write a queue to a line-oriented file (nothing is consumed)
@@ -102,7 +110,10 @@ Format: line 1 is a JSON header {"format": "rocksq_aio-export", "version": 1,
 "kind": "fifo"|"mpmc", "count": N, ...}; for MPMC its "labels" list holds
 {"label", "offset" (position relative to the first item), "expired_unseen",
 "returned" (base64 items handed back to the label)}. Then N lines, one per item:
-FIFO '<base64>', MPMC '<timestamp_ms> <base64>'."""
+FIFO '<base64>', MPMC '<timestamp_ms> <base64>'.
+A queue open in another process is exported from a snapshot (header
+"snapshot"), including the items that process has reserved and not acked, as
+a restart would deliver them again (header "reserved_included")."""
 
 _IMPORT_HELP = """\
 create a queue from an export file
@@ -131,8 +142,9 @@ Show RocksDB properties of every column family (estimated keys, SST and live
 data sizes, memtables, files per level, pending compaction) and of the database
 (running compactions and flushes, background errors, write stalls). The queue
 is opened with the library's options; counters such as running compactions are
-those of this process's instance. --read-only opens without taking the lock,
-which works while the queue is open elsewhere (files as last persisted)."""
+those of this process's instance. A queue open in another process is read from
+a snapshot (a RocksDB secondary instance). --read-only opens a RocksDB
+read-only instance instead, without taking the lock."""
 
 
 # ---------------------------------------------------------------- argument types

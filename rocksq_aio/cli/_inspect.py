@@ -6,6 +6,10 @@
 * ``open_fifo`` and ``open_mpmc``: the RocksDB engines themselves (MPMC with
   ``ttl=0`` so that nothing expires), so the usual validation and open-time
   recovery apply.
+* ``reading_fifo`` and ``reading_mpmc``: for the commands that only read
+  (info, peek, export), the engine as above or, when another process holds
+  the queue open, a snapshot of it (``rocksdb.view``), taken without
+  disturbing it; ``snapshot_of`` says which, and as of when.
 * ``open_raw``: the database's column families as plain rocksdict handles with
   explicit raw options (never ``Rdict(path)``, which would trust and unpickle
   the directory's rocksdict-config.json), for what the engines do not give:
@@ -23,6 +27,7 @@ from typing import Literal, TypeVar
 
 from rocksdict import Options, Rdict
 
+from .._errors import QueueLockedError
 from .._options import FifoOptions, MpmcOptions
 from .._validate import MAX_CAPACITY
 from ..rocksdb import directory
@@ -30,7 +35,9 @@ from ..rocksdb.directory import translate
 from ..rocksdb.fifo import RocksDBFifo
 from ..rocksdb.format import FIFO_FORMATS, META_CF, MPMC_FORMATS
 from ..rocksdb.mpmc import RocksDBMpmc
+from ..rocksdb.view import FifoView, MpmcView
 from ._exit import EXIT_NOT_FOUND, CliError
+from ._output import iso_ms
 
 Kind = Literal["fifo", "mpmc"]
 """Which queue a directory holds, whatever its on-disk format (version)."""
@@ -122,16 +129,87 @@ def detect(path: str) -> Detected:
 # ---------------------------------------------------------------- the engines
 
 
+def _fifo_engine(path: str, sync: bool = False) -> RocksDBFifo:
+    return RocksDBFifo(path, FifoOptions(max_elements=MAX_CAPACITY, sync=sync))
+
+
+def _mpmc_engine(
+    path: str, sync: bool = False, clock: Callable[[], float] | None = None
+) -> RocksDBMpmc:
+    return RocksDBMpmc(path, MpmcOptions(ttl=0, sync=sync, clock=clock))
+
+
 def open_fifo(path: str, *, sync: bool = False) -> contextlib.closing[RocksDBFifo]:
     """``with open_fifo(path) as fifo:`` the FIFO engine, with the largest capacity."""
-    return contextlib.closing(RocksDBFifo(path, FifoOptions(max_elements=MAX_CAPACITY, sync=sync)))
+    return contextlib.closing(_fifo_engine(path, sync))
 
 
 def open_mpmc(
     path: str, *, sync: bool = False, clock: Callable[[], float] | None = None
 ) -> contextlib.closing[RocksDBMpmc]:
     """``with open_mpmc(path) as queue:`` the MPMC engine; ttl=0: nothing expires meanwhile."""
-    return contextlib.closing(RocksDBMpmc(path, MpmcOptions(ttl=0, sync=sync, clock=clock)))
+    return contextlib.closing(_mpmc_engine(path, sync, clock))
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the tool says about reading a queue that is open elsewhere."""
+
+    taken_at: float
+    """When the snapshot was taken (seconds since the epoch)."""
+    holder: str
+    """Who holds the queue open: ``another process`` or ``this process``."""
+
+    @property
+    def text(self) -> str:
+        return (
+            f"snapshot of a queue open in {self.holder}, as of {iso_ms(int(self.taken_at * 1000))}"
+        )
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "open_in": self.holder,
+            "as_of": iso_ms(int(self.taken_at * 1000)),
+            "as_of_ms": int(self.taken_at * 1000),
+            "note": self.text,
+        }
+
+
+def _holder(path: str) -> str:
+    return "this process" if directory.is_claimed(path) else "another process"
+
+
+def snapshot_of(reader: object) -> Snapshot | None:
+    """Whether ``reader`` is a snapshot of a queue open elsewhere, and of when."""
+    if isinstance(reader, FifoView | MpmcView):
+        return Snapshot(reader.taken_at, _holder(reader.path))
+    return None
+
+
+def reading_fifo(path: str) -> contextlib.closing[RocksDBFifo | FifoView]:
+    """``with reading_fifo(path) as fifo:`` the engine, or a snapshot if the queue is
+    open elsewhere (then nothing of it is opened for writing)."""
+    if not directory.lock_is_held(path):
+        try:
+            engine: RocksDBFifo | FifoView = _fifo_engine(path)
+            return contextlib.closing(engine)
+        except QueueLockedError:
+            pass  # opened elsewhere meanwhile
+    return contextlib.closing(FifoView(path))
+
+
+def reading_mpmc(path: str) -> contextlib.closing[RocksDBMpmc | MpmcView]:
+    """``with reading_mpmc(path) as queue:`` as ``reading_fifo``, for MPMC (ttl=0)."""
+    if not directory.lock_is_held(path):
+        try:
+            engine: RocksDBMpmc | MpmcView = _mpmc_engine(path)
+            return contextlib.closing(engine)
+        except QueueLockedError:
+            pass
+    return contextlib.closing(MpmcView(path))
 
 
 def iter_stored(
@@ -147,6 +225,26 @@ def iter_stored(
 
 
 # ---------------------------------------------------------------- raw access
+
+
+@contextlib.contextmanager
+def open_raw_snapshot(
+    path: str, families: Sequence[str]
+) -> Iterator[tuple[dict[str, Rdict], Snapshot]]:
+    """The column families of a database open elsewhere, as of one moment
+    (``directory.open_secondary``); the same rules as ``open_raw``."""
+    holder = _holder(path)
+    with directory.open_secondary(path, families) as (database, taken_at):
+        try:
+            handles = {name: database.get_column_family(name) for name in families}
+        except Exception as error:
+            raise translate(error, path, "opening a snapshot") from error
+        finally:
+            del database
+        try:
+            yield handles, Snapshot(taken_at, holder)
+        finally:
+            handles.clear()
 
 
 @contextlib.contextmanager

@@ -3,7 +3,10 @@
 A :class:`QueueImage` is what ``export`` and ``migrate-rocksq`` read and what
 ``import`` and ``migrate-rocksq`` write: the items in order and, for MPMC, the
 labels with positions relative to them. Queues are read and written through
-the RocksDB engines (``_inspect.open_fifo``, ``_inspect.open_mpmc``).
+the RocksDB engines (``_inspect.open_fifo``, ``_inspect.open_mpmc``); a queue
+that another process holds open is exported from a snapshot of it
+(``_inspect.reading_fifo``), its reserved items included as a restart would
+deliver them again: FIFO before the head, MPMC first to their label.
 
 Export format (line oriented, UTF-8, ``\\n`` line ends; ``.gz`` file names are
 gzip-compressed):
@@ -25,6 +28,7 @@ import base64
 import binascii
 import contextlib
 import gzip
+import itertools
 import json
 import math
 import os
@@ -43,6 +47,7 @@ from .._types import StartPosition
 from ..rocksdb import directory
 from ..rocksdb.fifo import RocksDBFifo
 from ..rocksdb.mpmc import RocksDBMpmc
+from ..rocksdb.view import FifoView, MpmcView
 from ._exit import EXIT_NOT_FOUND, EXIT_OK, CliError
 from ._inspect import (
     CHUNK_ITEMS,
@@ -53,6 +58,9 @@ from ._inspect import (
     iter_stored,
     open_fifo,
     open_mpmc,
+    reading_fifo,
+    reading_mpmc,
+    snapshot_of,
 )
 from ._output import Progress, binary_stdout, iso_ms, note, warn
 
@@ -87,30 +95,44 @@ class QueueImage:
     """Informational header fields of an export."""
 
 
-def _image_of_fifo(fifo: RocksDBFifo) -> QueueImage:
+def _image_of_fifo(fifo: RocksDBFifo | FifoView) -> QueueImage:
     head, tail, _pending = fifo.snapshot()
-    return QueueImage(
-        "fifo",
-        tail - head,
+    # The engine gave back any reservation at open; a snapshot's are the owner's.
+    reserved = fifo.reserved_items() if isinstance(fifo, FifoView) else []
+    header: dict[str, Any] = {"head": head, "tail": tail, "payload_size": fifo.payload_size}
+    if reserved:
+        header["reserved_included"] = len(reserved)
+    items = itertools.chain(
+        ((0, item) for item in reserved),
         ((0, value) for _index, value in iter_stored(fifo.read_stored, head, tail)),
-        header={"head": head, "tail": tail, "payload_size": fifo.payload_size},
     )
+    return QueueImage("fifo", len(reserved) + tail - head, items, header=header)
 
 
-def _image_of_mpmc(queue: RocksDBMpmc) -> QueueImage:
+def _image_of_mpmc(queue: RocksDBMpmc | MpmcView) -> QueueImage:
     snapshot = queue.snapshot()
     head, tail = snapshot.head, snapshot.tail
+    given_back = (
+        queue.given_back_after_restart() if isinstance(queue, MpmcView) else snapshot.given_back
+    )
     labels = [
         LabelImage(
             label,
             saved.index - head,
             saved.expired_unseen,
-            list(snapshot.given_back.get(label, ())),
+            list(given_back.get(label, ())),
         )
         for label, saved in sorted(snapshot.positions.items())
     ]
     items = (stamped for _index, stamped in iter_stored(queue.read_stored, head, tail))
-    header = {"head": head, "tail": tail, "newest_timestamp_ms": snapshot.newest_timestamp_ms}
+    header: dict[str, Any] = {
+        "head": head,
+        "tail": tail,
+        "newest_timestamp_ms": snapshot.newest_timestamp_ms,
+    }
+    reserved = sum(snapshot.pending.values())
+    if reserved:
+        header["reserved_included"] = reserved
     return QueueImage("mpmc", tail - head, items, labels, header)
 
 
@@ -197,20 +219,25 @@ def command_export(args: argparse.Namespace) -> int:
     detected = detect(args.path)
     quiet = args.quiet
     with _output_file(args.file, args.force) as stream:
-        if detected.kind == "fifo":
-            with open_fifo(detected.path) as fifo:
-                image = _image_of_fifo(fifo)
-                progress = Progress("export", image.count, not quiet)
-                written = _write_export(stream, image, detected.path, progress)
-        else:
-            with open_mpmc(detected.path) as queue:
+        reader = reading_fifo if detected.kind == "fifo" else reading_mpmc
+        with reader(detected.path) as queue:
+            snapshot = snapshot_of(queue)
+            if isinstance(queue, RocksDBFifo | FifoView):
+                image = _image_of_fifo(queue)
+            else:
                 image = _image_of_mpmc(queue)
-                progress = Progress("export", image.count, not quiet)
-                written = _write_export(stream, image, detected.path, progress)
+            if snapshot is not None:
+                image.header["snapshot"] = snapshot.as_json()
+            progress = Progress("export", image.count, not quiet)
+            written = _write_export(stream, image, detected.path, progress)
         stream.flush()
     progress.finish()
     labels = f" and {len(image.labels)} labels" if image.kind == "mpmc" else ""
     target = "stdout" if args.file == "-" else args.file
+    if snapshot is not None:
+        reserved = image.header.get("reserved_included", 0)
+        kept = f", {reserved} reserved items included as a restart would deliver them"
+        note(f"exported a {snapshot.text}{kept if reserved else ''}", quiet)
     note(f"exported {written} items{labels} of {detected.path} to {target}", quiet)
     return EXIT_OK
 

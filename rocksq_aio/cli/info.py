@@ -1,9 +1,11 @@
 """The read-only commands: ``info``, ``peek`` and ``stats``.
 
-``info`` and ``peek`` open the queue through its engine and read only its
-public accessors (``snapshot``, ``read_stored``, ``len``, ``payload_size``,
-``disk_size``); nothing is consumed. ``stats`` reads RocksDB's properties
-through ``_inspect.open_raw``.
+``info`` and ``peek`` open the queue through its engine, or take a snapshot of
+it when another process holds it open (``_inspect.reading_fifo``), and read
+only their public accessors (``snapshot``, ``read_stored``, ``len``,
+``payload_size``, ``disk_size``); nothing is consumed. ``stats`` reads
+RocksDB's properties through ``_inspect.open_raw`` (``open_raw_snapshot`` for
+a queue open elsewhere).
 """
 
 from __future__ import annotations
@@ -19,15 +21,30 @@ from typing import Any
 
 from rocksdict import Rdict
 
+from .._errors import QueueLockedError
+from ..rocksdb import directory
 from ..rocksdb.mpmc import RocksDBMpmc
 from ..rocksdb.plan import expiry_cutoff_ms
+from ..rocksdb.view import MpmcView
 from ._exit import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, CliError
-from ._inspect import KIND_NAMES, Detected, detect, iter_stored, open_fifo, open_mpmc, open_raw
+from ._inspect import (
+    KIND_NAMES,
+    Detected,
+    Snapshot,
+    detect,
+    iter_stored,
+    open_raw,
+    open_raw_snapshot,
+    reading_fifo,
+    reading_mpmc,
+    snapshot_of,
+)
 from ._output import (
     binary_stdout,
     hexdump,
     human_bytes,
     iso_ms,
+    note,
     print_table,
     say,
     show_label,
@@ -36,7 +53,7 @@ from ._output import (
 # ---------------------------------------------------------------- info
 
 
-def _timestamp_at(queue: RocksDBMpmc, index: int) -> int:
+def _timestamp_at(queue: RocksDBMpmc | MpmcView, index: int) -> int:
     return queue.read_stored(index, 1)[0][0]
 
 
@@ -49,7 +66,8 @@ def collect_info(path: str, ttl: float | None) -> dict[str, Any]:
         "column_families": sorted(detected.column_families),
     }
     if detected.kind == "fifo":
-        with open_fifo(detected.path) as fifo:
+        with reading_fifo(detected.path) as fifo:
+            _note_snapshot(info, snapshot_of(fifo))
             counters = fifo.snapshot()
             info.update(
                 length=fifo.len,
@@ -58,8 +76,12 @@ def collect_info(path: str, ttl: float | None) -> dict[str, Any]:
                 payload_size=fifo.payload_size,
                 disk_size=fifo.disk_size,
             )
+            if "snapshot" in info:
+                # An open engine gave dead reservations back; these are live ones.
+                info["reserved"] = counters.pending
         return info
-    with open_mpmc(detected.path) as queue:
+    with reading_mpmc(detected.path) as queue:
+        _note_snapshot(info, snapshot_of(queue))
         snapshot = queue.snapshot()
         head, tail = snapshot.head, snapshot.tail
         info.update(length=queue.len, head=head, tail=tail, disk_size=queue.disk_size)
@@ -88,10 +110,19 @@ def collect_info(path: str, ttl: float | None) -> dict[str, Any]:
             }
             for label, saved in sorted(snapshot.positions.items())
         ]
+        if "snapshot" in info:
+            for entry in info["labels"]:
+                entry["reserved"] = snapshot.pending.get(entry["label"], 0)
     return info
 
 
-def _count_expired(queue: RocksDBMpmc, ttl: float, head: int, tail: int) -> int:
+def _note_snapshot(document: dict[str, Any], snapshot: Snapshot | None) -> None:
+    """Say in a JSON result that it is a snapshot (nothing when it is not)."""
+    if snapshot is not None:
+        document["snapshot"] = snapshot.as_json()
+
+
+def _count_expired(queue: RocksDBMpmc | MpmcView, ttl: float, head: int, tail: int) -> int:
     """Elements that a queue opened with ``ttl`` would drop now."""
     cutoff = expiry_cutoff_ms(int(time.time() * 1000), math.ceil(ttl * 1000))
     if cutoff is None:
@@ -105,11 +136,16 @@ def _count_expired(queue: RocksDBMpmc, ttl: float, head: int, tail: int) -> int:
 def _print_info(info: dict[str, Any]) -> None:
     kind = info["kind"]
     unit = "items" if kind == "fifo" else "elements"
+    snapshot = info.get("snapshot")
+    if snapshot is not None:
+        say(snapshot["note"])
     say(f"path:          {info['path']}")
     say(f"kind:          {KIND_NAMES[kind]} ({info['format']})")
     say(f"length:        {info['length']} {unit}")
     if kind == "fifo":
         say(f"payload size:  {human_bytes(info['payload_size'])}")
+        if snapshot is not None:
+            say(f"reserved:      {info['reserved']} items (taken, not yet acked)")
     say(f"head, tail:    {info['head']}, {info['tail']} (first index, one past the last)")
     size = info["disk_size"]
     say(f"disk size:     {human_bytes(size)} ({size} bytes)")
@@ -130,7 +166,13 @@ def _print_info(info: dict[str, Any]) -> None:
     say(f"labels:        {len(labels)}")
     if not labels:
         return
-    rows = [("LABEL", "POSITION", "OFFSET", "LAG", "RETURNED", "EXPIRY-UNSEEN")]
+    # Reservations are a live process's own: only a snapshot can show any.
+    reserved = "snapshot" in info
+    rows = [
+        ("LABEL", "POSITION", "OFFSET", "LAG", "RETURNED")
+        + (("RESERVED",) if reserved else ())
+        + ("EXPIRY-UNSEEN",)
+    ]
     rows += [
         (
             show_label(entry["label"]),
@@ -138,8 +180,9 @@ def _print_info(info: dict[str, Any]) -> None:
             str(entry["offset"]),
             str(entry["lag"]),
             str(entry["returned"]),
-            "yes" if entry["expired_unseen"] else "no",
         )
+        + ((str(entry["reserved"]),) if reserved else ())
+        + ("yes" if entry["expired_unseen"] else "no",)
         for entry in labels
     ]
     print_table(rows, indent="  ")
@@ -165,20 +208,30 @@ class Peeked:
     item: bytes
 
 
-def collect_peek(path: str, label: str | None, count: int) -> tuple[Detected, str, list[Peeked]]:
+@dataclass
+class PeekResult:
+    detected: Detected
+    summary: str
+    items: list[Peeked]
+    snapshot: Snapshot | None
+    """Set when the queue is open elsewhere and this is a snapshot of it."""
+
+
+def collect_peek(path: str, label: str | None, count: int) -> PeekResult:
     detected = detect(path)
     if detected.kind == "fifo":
         if label is not None:
             raise CliError("--label applies to MPMC queues only; this is a FIFO queue", EXIT_USAGE)
-        with open_fifo(detected.path) as fifo:
+        with reading_fifo(detected.path) as fifo:
             head, tail, _pending = fifo.snapshot()
             stop = min(tail, head + count)
             items = [
                 Peeked(index, None, value)
                 for index, value in iter_stored(fifo.read_stored, head, stop)
             ]
-            return detected, f"{fifo.len} items; from the head (index {head})", items
-    with open_mpmc(detected.path) as queue:
+            summary = f"{fifo.len} items; from the head (index {head})"
+            return PeekResult(detected, summary, items, snapshot_of(fifo))
+    with reading_mpmc(detected.path) as queue:
         snapshot = queue.snapshot()
         peeked: list[Peeked] = []
         if label is None:
@@ -198,12 +251,16 @@ def collect_peek(path: str, label: str | None, count: int) -> tuple[Detected, st
         stop = min(snapshot.tail, start + count - len(peeked))
         for index, (stamp, item) in iter_stored(queue.read_stored, start, stop):
             peeked.append(Peeked(index, stamp, item))
-        return detected, f"{queue.len} elements; {where}", peeked
+        summary = f"{queue.len} elements; {where}"
+        return PeekResult(detected, summary, peeked, snapshot_of(queue))
 
 
 def command_peek(args: argparse.Namespace) -> int:
-    detected, summary, peeked = collect_peek(args.path, args.label, args.n)
+    result = collect_peek(args.path, args.label, args.n)
+    detected, peeked = result.detected, result.items
     if args.raw:
+        if result.snapshot is not None:
+            note(result.snapshot.text)  # stdout holds the items alone
         out = binary_stdout()
         for entry in peeked:
             out.write(b"%d:" % len(entry.item) + entry.item + b",")
@@ -225,9 +282,12 @@ def command_peek(args: argparse.Namespace) -> int:
                 for entry in peeked
             ],
         }
+        _note_snapshot(document, result.snapshot)
         say(json.dumps(document, indent=2, ensure_ascii=False))
         return EXIT_OK
-    say(f"{KIND_NAMES[detected.kind]} queue {detected.path}: {summary}")
+    if result.snapshot is not None:
+        say(result.snapshot.text)
+    say(f"{KIND_NAMES[detected.kind]} queue {detected.path}: {result.summary}")
     if not peeked:
         say("(nothing to read)")
     limit = args.max_bytes
@@ -285,33 +345,52 @@ def _int_property(family: Rdict, name: str) -> int | None:
 def collect_stats(path: str, read_only: bool) -> dict[str, Any]:
     detected = detect(path)
     families = sorted(detected.column_families)
-    with open_raw(detected.path, families, read_only=read_only) as handles:
-        default = handles["default"]
-        stats: dict[str, Any] = {
-            "path": detected.path,
-            "kind": detected.kind,
-            "read_only": read_only,
-            "db": {name: _int_property(default, name) for name in _DB_INT_PROPERTIES},
-            "column_families": {},
+    if not read_only and not directory.lock_is_held(detected.path):
+        try:
+            with open_raw(detected.path, families, read_only=False) as handles:
+                return _stats_of(detected, handles, read_only, None)
+        except QueueLockedError:
+            pass  # opened elsewhere meanwhile
+    if read_only:
+        with open_raw(detected.path, families) as handles:
+            return _stats_of(detected, handles, read_only, None)
+    with open_raw_snapshot(detected.path, families) as (handles, snapshot):
+        return _stats_of(detected, handles, read_only, snapshot)
+
+
+def _stats_of(
+    detected: Detected, handles: dict[str, Rdict], read_only: bool, snapshot: Snapshot | None
+) -> dict[str, Any]:
+    """The properties; the caller drops ``handles`` (each family's is deleted here)."""
+    families = sorted(detected.column_families)
+    default = handles["default"]
+    stats: dict[str, Any] = {
+        "path": detected.path,
+        "kind": detected.kind,
+        "read_only": read_only,
+        "db": {name: _int_property(default, name) for name in _DB_INT_PROPERTIES},
+        "column_families": {},
+    }
+    _note_snapshot(stats, snapshot)
+    for name in families:
+        family = handles[name]
+        entry: dict[str, Any] = {
+            prop: _int_property(family, prop) for prop in _FAMILY_INT_PROPERTIES
         }
-        for name in families:
-            family = handles[name]
-            entry: dict[str, Any] = {
-                prop: _int_property(family, prop) for prop in _FAMILY_INT_PROPERTIES
-            }
-            entry["files_per_level"] = [
-                _int_property(family, f"rocksdb.num-files-at-level{level}")
-                for level in range(_LEVELS)
-            ]
-            stats["column_families"][name] = entry
-            del family
-        stats["rocksdb.stats"] = default.property_value("rocksdb.stats")
-        del default
+        entry["files_per_level"] = [
+            _int_property(family, f"rocksdb.num-files-at-level{level}") for level in range(_LEVELS)
+        ]
+        stats["column_families"][name] = entry
+        del family
+    stats["rocksdb.stats"] = default.property_value("rocksdb.stats")
+    del default
     return stats
 
 
 def _print_stats(stats: dict[str, Any], verbose: bool) -> None:
     mode = " (opened read-only)" if stats["read_only"] else ""
+    if "snapshot" in stats:
+        say(f"{stats['snapshot']['note']} (a RocksDB secondary instance)")
     say(f"path:  {stats['path']}{mode}")
     say(f"kind:  {KIND_NAMES[stats['kind']]}")
     for name, value in stats["db"].items():

@@ -3,18 +3,19 @@
 It behaves as the RocksDB FIFO engine does, seen from outside, and is tested
 against it operation by operation (``tests/memory/test_memory_engine.py``). To do
 that it keeps what RocksDB keeps: the head's index, the items from there on,
-and each unsettled reservation's items under the index each item had. The
-indices are visible only where the RocksDB engine lets them show (see
-``_reopened`` and ``_settle_locked``).
+and each unsettled reservation's items under (its number, the index each item
+had). The indices are visible only where the RocksDB engine lets them show
+(``_reopened``, where an empty queue's head moves on).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 
 from .. import _validate
 from .._dispatch import Operation, OperationKind, Reservation, pop_operation, push_operation
-from .._errors import QueueCorruptedError, QueueFullError
+from .._errors import LeaseExpiredError, QueueFullError
 from .._options import FifoOptions
 from .base import MemoryQueue
 
@@ -43,8 +44,9 @@ class FifoStore:
         """Index of the oldest item; the tail is ``head + len(items)``."""
         self.items: deque[bytes] = deque()
         self.payload_size = 0
-        self.leased: dict[int, bytes] = {}
-        """Reserved items not settled yet, by the index each had (RocksDB's ``leased``)."""
+        self.leased: dict[tuple[int, int], bytes] = {}
+        """Reserved items not settled yet, by (reservation number, the index each had),
+        as in RocksDB's ``leased``."""
 
     def copy(self) -> FifoStore:
         copied = FifoStore()
@@ -65,7 +67,7 @@ class FifoStore:
         self.payload_size += sum(map(len, items))
 
 
-def _reopened(stored: FifoStore, path: str) -> FifoStore:
+def _reopened(stored: FifoStore) -> FifoStore:
     """The data as the RocksDB engine finds it at open after a clean close (``recovery``)."""
     store = stored.copy()
     if not store.items:
@@ -74,17 +76,8 @@ def _reopened(stored: FifoStore, path: str) -> FifoStore:
         store.head = min(store.head + UNSAVED_LIMIT, MAX_INDEX)
         store.payload_size = 0
     if store.leased:
-        # Reservations left at close go back to the head, in index order.
-        indices = sorted(store.leased)
-        if indices[-1] >= store.head:
-            # Mirrors RocksDB, where this is reachable (reported to the lead):
-            # a nack puts items back under the indices a later reservation
-            # still leases, and the next open refuses the queue.
-            raise QueueCorruptedError(
-                f"queue at {path!r} has a lease on element {indices[-1]}, "
-                f"at or past its head {store.head}"
-            )
-        store.give_back([store.leased[index] for index in indices])
+        # Reservations left at close go back to the head, oldest first.
+        store.give_back([store.leased[key] for key in sorted(store.leased)])
         store.leased.clear()
     return store
 
@@ -102,7 +95,7 @@ class MemoryFifo(MemoryQueue):
             if stored is None:
                 self._store = FifoStore()
             elif isinstance(stored, FifoStore):
-                self._store = _reopened(stored, self._path)
+                self._store = _reopened(stored)
             else:  # registry.claim checks the kind
                 raise AssertionError("a FIFO slot holds other data")
         except BaseException:
@@ -112,6 +105,8 @@ class MemoryFifo(MemoryQueue):
         # handle's properties stay as they were at close, as RocksDB's do.
         self._slot.data = self._store
         self._reserved_count = 0
+        # Numbered per handle, as on RocksDB: a reopen gives every earlier one back.
+        self._reservation_numbers = itertools.count()
 
     @property
     def len(self) -> int:
@@ -169,9 +164,8 @@ class MemoryFifo(MemoryQueue):
     # ------------------------------------------------------------ dispatcher
 
     def _execute(self, group: list[Operation]) -> None:
-        # Nothing fails halfway but the settle of a stale reservation (given
-        # back by a reopen), and the RocksDB engine commits everything before
-        # a settle first: changing the store in place does the same.
+        # Nothing fails halfway (a refused settle is that operation's error
+        # alone), so changing the store in place commits as RocksDB does.
         store = self._store
         capacity = self.max_elements
         reservations: list[Reservation] = []
@@ -192,14 +186,18 @@ class MemoryFifo(MemoryQueue):
             elif kind is OperationKind.RESERVE:
                 head = store.head
                 values = self._take(operation.arguments[0])
-                # The token: the indices the items had, which ack and nack name.
-                reservation = Reservation(values, range(head, head + len(values)))
+                # The token names the leases: (reservation number, first index).
+                number = next(self._reservation_numbers)
+                reservation = Reservation(values, (number, head), self.generation)
                 for index, value in enumerate(values, head):
-                    store.leased[index] = value
+                    store.leased[number, index] = value
                 operation.result = reservation
                 reservations.append(reservation)
             else:
-                self._settle_locked(operation.arguments[0], kind)
+                try:
+                    self._settle_locked(operation.arguments[0], kind)
+                except LeaseExpiredError as refusal:
+                    operation.error = refusal  # changed nothing; the group goes on
         if pushed:
             self.arrivals += 1
         self._reserved_count += sum(len(reservation.items) for reservation in reservations)
@@ -216,14 +214,13 @@ class MemoryFifo(MemoryQueue):
         if reservation.settled or not reservation.items:
             reservation.settled = True
             return
+        self.check_settle(reservation)
         store = self._store
-        indices: range = reservation.token
+        number, first = reservation.token
         if kind is OperationKind.NACK:
             store.give_back(reservation.items)  # may raise: then nothing changed
-        # As on RocksDB, settling forgets the leases under the reservation's
-        # indices, whichever reservation holds them now.
-        for index in indices:
-            store.leased.pop(index, None)
+        for index in range(first, first + len(reservation.items)):
+            store.leased.pop((number, index), None)
         reservation.settled = True
         self._reserved_count -= len(reservation.items)
         if kind is OperationKind.NACK:

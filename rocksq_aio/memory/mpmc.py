@@ -24,6 +24,7 @@ from .._dispatch import (
     next_operation,
     remove_label_operation,
 )
+from .._errors import LeaseExpiredError
 from .._options import MpmcOptions
 from .._types import StartPosition
 from .base import MemoryQueue
@@ -187,18 +188,10 @@ class MemoryMpmc(MemoryQueue):
         now_ms = int(self._clock() * 1000)
         store = self._store
         added = False
-        # Settles neither read nor change what expiry does (elements, head,
-        # positions), so expiring just before the first other operation is
-        # the same as expiring first. A group that fails at a settle (only a
-        # reservation made before a reopen can) has then expired nothing, as
-        # on RocksDB, whose expiry is in the batch a failed group never writes.
         settles = (OperationKind.ACK, OperationKind.NACK)
-        expired_yet = False
+        self._expire(now_ms)
         for operation in group:
             kind = operation.kind
-            if not expired_yet and kind not in settles:
-                self._expire(now_ms)
-                expired_yet = True
             if kind is OperationKind.ADD:
                 values: list[bytes] = operation.arguments[0]
                 if values:
@@ -219,15 +212,16 @@ class MemoryMpmc(MemoryQueue):
                 if items:
                     store.leased[key] = items
                     self._reserved_counts[label] = self._reserved_counts.get(label, 0) + len(items)
-                operation.result = Reservation(items, key, label)
+                operation.result = Reservation(items, key, self.generation, label)
             elif kind in settles:
-                self._settle_locked(operation.arguments[0], kind)
+                try:
+                    self._settle_locked(operation.arguments[0], kind)
+                except LeaseExpiredError as refusal:
+                    operation.error = refusal  # changed nothing; the group goes on
             else:
                 label = operation.arguments[0]
                 operation.result = store.positions.pop(label, None) is not None
                 store.given_back.pop(label, None)
-        if not expired_yet:
-            self._expire(now_ms)
         if added:
             self.arrivals += 1
 
@@ -285,13 +279,12 @@ class MemoryMpmc(MemoryQueue):
     def _settle_locked(self, reservation: Reservation, kind: OperationKind) -> None:
         if reservation.settled:
             return
-        reservation.settled = True
         if not reservation.items:
+            reservation.settled = True
             return
+        self.check_settle(reservation)
+        reservation.settled = True
         label = cast(str, reservation.label)
-        # Mirrors RocksDB (reported to the lead): a reservation made before a
-        # reopen, which the reopen gave back already, still counts down here
-        # (KeyError for a label with no reservation of this handle).
         self._reserved_counts[label] -= len(reservation.items)
         self._store.leased.pop(reservation.token, None)
         if kind is OperationKind.NACK:

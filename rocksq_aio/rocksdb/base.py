@@ -95,6 +95,8 @@ class RocksDBQueue(ClosesOnExit, Dispatcher, Generic[StateT]):
         with self._lock:
             try:
                 self._save_counters_locked()
+                if self._store.failure is None and not self._store.closed:
+                    self._store.cover_removed(self._state.head)
             finally:
                 self._store.close()
 

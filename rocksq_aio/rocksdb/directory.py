@@ -2,6 +2,7 @@
 
 The store (``store.py``) and the command line's inspection open directories
 through these functions; nothing else decides how a queue directory is opened.
+A queue open in another process is read through ``open_secondary``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ import contextlib
 import fcntl
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from rocksdict import AccessType, DbClosedError, DBRecoveryMode, Options, Rdict
@@ -42,6 +47,12 @@ def claim(path: str) -> None:
 def release(path: str) -> None:
     with _open_paths_lock:
         _open_paths.discard(path)
+
+
+def is_claimed(path: str) -> bool:
+    """True when a queue at ``path`` is open in this process."""
+    with _open_paths_lock:
+        return path in _open_paths
 
 
 def translate(error: BaseException, path: str, action: str) -> QueueError:
@@ -123,54 +134,232 @@ def _make_directories(path: str, mode: int) -> None:
         fsync_directory(os.path.dirname(directory) or ".")
 
 
+class _ConfigFile:
+    """rocksdict-config.json as it was before an open, to be put back.
+
+    rocksdict rewrites it at every open, read-only and secondary ones included.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.name = os.path.join(path, "rocksdict-config.json")
+        self.contents: bytes | None = None
+        self.status: os.stat_result | None = None
+        self.existed = True
+        try:
+            with open(self.name, "rb") as source:
+                self.contents = source.read()
+                self.status = os.fstat(source.fileno())
+        except FileNotFoundError:
+            self.existed = False
+        except OSError:
+            pass  # unreadable: left as it is
+
+    def restore(self) -> None:
+        """Its bytes and times as they were (its ctime cannot be), or no file."""
+        if not self.existed:
+            with contextlib.suppress(OSError):
+                os.remove(self.name)
+            return
+        if self.contents is None:
+            return
+        try:
+            with open(self.name, "rb") as source:
+                now: bytes | None = source.read()
+        except OSError:
+            now = None
+        with contextlib.suppress(OSError):
+            if now != self.contents:
+                with open(self.name, "wb") as target:
+                    target.write(self.contents)
+            if self.status is not None:
+                os.utime(self.name, ns=(self.status.st_atime_ns, self.status.st_mtime_ns))
+
+
 @contextlib.contextmanager
 def config_left_alone(path: str) -> Iterator[None]:
-    """rocksdict rewrites rocksdict-config.json at every open: put it back as it was."""
-    config = os.path.join(path, "rocksdict-config.json")
-    try:
-        with open(config, "rb") as source:
-            before: bytes | None = source.read()
-    except FileNotFoundError:
-        before = None
+    """Put rocksdict-config.json back as it was once the block ends."""
+    config = _ConfigFile(path)
     try:
         yield
     finally:
-        if before is None:
-            with contextlib.suppress(OSError):
-                os.remove(config)
-        else:
-            with open(config, "wb") as target:
-                target.write(before)
+        config.restore()
 
 
 def open_read_write(path: str, options: Options, families: dict[str, Options]) -> Rdict:
     """Open read-write; a refused open leaves someone else's directory as it was."""
-    config = os.path.join(path, "rocksdict-config.json")
-    existed = os.path.exists(config)
-    try:
-        with open(config, "rb") if existed else contextlib.nullcontext() as source:
-            before = source.read() if source is not None else None
-    except OSError:
-        before = None
+    config = _ConfigFile(path)
     try:
         return Rdict(path, options, column_families=families)
     except BaseException:
-        if before is not None:
-            with contextlib.suppress(OSError), open(config, "wb") as target:
-                target.write(before)
-        elif not existed:
-            with contextlib.suppress(OSError):
-                os.remove(config)
+        config.restore()
         raise
 
 
-def open_read_only(path: str, families: Iterable[str]) -> Rdict:
-    return Rdict(
-        path,
-        Options(raw_mode=True),
-        column_families={name: Options(raw_mode=True) for name in families},
-        access_type=AccessType.read_only(False),
+OPEN_ATTEMPTS = 5
+"""Read-only and secondary opens tried before giving up: a primary that flushes
+or compacts meanwhile may delete a log or table file the open was about to
+read (RocksDB then reports the file missing, at times as corruption)."""
+
+
+def _opened(open_once: Callable[[], Rdict]) -> Rdict:
+    """``open_once()``, again if a file it needed vanished meanwhile.
+
+    A file that is really gone is still missing at the last attempt, which raises.
+    """
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            return open_once()
+        except Exception as error:
+            if "No such file or directory" not in str(error) or attempt + 1 == OPEN_ATTEMPTS:
+                raise
+        time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def open_queue_database(path: str, column_families: tuple[str, ...], mode: int) -> Rdict:
+    """Prepare ``path`` and open it read-write with our options (the store's open)."""
+    prepare_directory(path, column_families, mode)
+    families = {name: open_options(create=True) for name in column_families}
+    try:
+        return open_read_write(path, open_options(create=True), families)
+    except Exception as error:
+        raise translate(error, path, "opening") from error
+
+
+REPLAY_IN_CHILD_BYTES = 1024 * 1024
+"""Write-ahead log above which its replay runs in a child process first.
+
+Opening a database replays its log into memory tables and flushes them, and
+rocksdict holds the GIL throughout: ~5 ms per MiB of large items, ~20 ms per
+MiB of small ones, during which no other thread of the process runs (an event
+loop neither). A clean close leaves an empty log; only a process that died
+leaves one to replay."""
+
+REPLAY_CHILD_TIMEOUT_SECONDS = 300.0
+
+# The child imports the same rocksq_aio (its parent directory goes first on
+# PYTHONPATH) and opens exactly as the store does, then closes: RocksDB has
+# turned the log into table files, and the open that follows here has
+# nothing to replay.
+_REPLAY_CHILD = (
+    "import sys\n"
+    "from rocksq_aio.rocksdb.directory import open_queue_database\n"
+    "open_queue_database(sys.argv[1], tuple(sys.argv[3:]), int(sys.argv[2], 8)).close()\n"
+)
+
+
+def log_bytes(path: str) -> int:
+    """Bytes of write-ahead log in the directory ``path`` (0 if there is none)."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return 0
+    total = 0
+    for name in names:
+        if name.endswith(".log"):
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(path, name)).st_size
+    return total
+
+
+def replay_log_in_child(path: str, column_families: tuple[str, ...], mode: int) -> bool:
+    """Have a child process replay a large write-ahead log; True if it did.
+
+    Best effort: when no child can run (a frozen application has no
+    interpreter to start) or it fails (the database is locked, corrupted,
+    not a queue), the open here replays the log itself and reports the error.
+    """
+    if log_bytes(path) <= REPLAY_IN_CHILD_BYTES:
+        return False
+    if getattr(sys, "frozen", False) or not sys.executable:
+        return False
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    python_path = os.environ.get("PYTHONPATH")
+    environment = dict(
+        os.environ,
+        PYTHONPATH=package_parent + (os.pathsep + python_path if python_path else ""),
     )
+    try:
+        finished = subprocess.run(
+            [sys.executable, "-c", _REPLAY_CHILD, path, oct(mode), *column_families],
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            # Bounded: a child that hangs must not hang the open; the open
+            # here then replays whatever is left itself.
+            timeout=REPLAY_CHILD_TIMEOUT_SECONDS,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return finished.returncode == 0
+
+
+def open_read_only(path: str, families: Iterable[str]) -> Rdict:
+    names = list(families)
+    return _opened(
+        lambda: Rdict(
+            path,
+            Options(raw_mode=True),
+            column_families={name: Options(raw_mode=True) for name in names},
+            access_type=AccessType.read_only(False),
+        )
+    )
+
+
+def _caught_up_secondary(path: str, families: list[str], scratch: str) -> Rdict:
+    options = Options(raw_mode=True)
+    # RocksDB requires it of a secondary: every table file stays open, so one
+    # the primary deletes after a compaction can still be read.
+    options.set_max_open_files(-1)
+
+    def open_once() -> Rdict:
+        with config_left_alone(path):
+            database = Rdict(
+                path,
+                options,
+                column_families={name: Options(raw_mode=True) for name in families},
+                access_type=AccessType.secondary(scratch),
+            )
+        try:
+            database.try_catch_up_with_primary()
+        except BaseException:
+            database.close()
+            raise
+        return database
+
+    try:
+        return _opened(open_once)
+    except Exception as error:
+        raise translate(error, path, "opening a snapshot") from error
+
+
+@contextlib.contextmanager
+def open_secondary(path: str, families: Iterable[str]) -> Iterator[tuple[Rdict, float]]:
+    """The database at ``path`` as a RocksDB secondary instance, and when it was taken.
+
+    For a queue that another process holds open: a secondary takes no lock and
+    creates nothing in ``path`` (its info LOG goes to a temporary directory of
+    its own, removed at the end; rocksdict-config.json, which rocksdict
+    rewrites, is put back as it was). It is caught up with the primary once and
+    never again, so everything read through it is one point in time, the
+    time returned: each batch the primary wrote is seen whole or not at all.
+    Callers must drop every handle they took before the block ends.
+    """
+    scratch = tempfile.mkdtemp(prefix="rocksq_aio-snapshot-")
+    try:
+        database = _caught_up_secondary(path, list(families), scratch)
+        taken_at = time.time()
+        try:
+            yield database, taken_at
+        finally:
+            try:
+                database.close()
+            except Exception as error:
+                raise translate(error, path, "closing a snapshot") from error
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _holds_no_queue_data(path: str, present: set[str]) -> bool:

@@ -14,6 +14,7 @@ from typing import NamedTuple, cast
 
 from .. import _validate
 from .._dispatch import Operation, OperationKind, Reservation
+from .._errors import LeaseExpiredError
 from .._options import FifoOptions
 from . import format as _format
 from . import plan as _plan
@@ -54,6 +55,8 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         self._cache: deque[bytes] = deque()
         self._cache_size = 0
         self._reserved_count = 0
+        # Every lease found at open was released, so numbers start again.
+        self._reservation_numbers = itertools.count()
 
     def _encoded_counters(self) -> bytes:
         return _format.encode_fifo_state(self._state)
@@ -283,17 +286,18 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         if reservation.settled or not reservation.items:
             reservation.settled = True
             return
+        self.check_settle(reservation)
         self._store.check_usable()
         # Nacked items go back below the head: no cached entry may still
         # claim those indices for items popped before.
         self._trim_cache()
         plan = WritePlan()
         state = self._state
-        indices: range = reservation.token
+        number, first = reservation.token
         if kind is OperationKind.NACK:
-            state = _plan.plan_fifo_nack(state, indices, reservation.items, plan)
+            state = _plan.plan_fifo_nack(state, number, first, reservation.items, plan)
         else:
-            _plan.plan_fifo_ack(indices, plan)
+            _plan.plan_fifo_ack(number, first, len(reservation.items), plan)
         self._store.apply(plan)
         self._state = state
         reservation.settled = True
@@ -352,10 +356,11 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
                     operation.result = values
                 elif operation.kind is OperationKind.RESERVE:
                     values = self._read_head(state, min(operation.arguments[0], state.length))
-                    # The token: the indices the items had, which ack and nack name.
-                    reservation = Reservation(values, range(state.head, state.head + len(values)))
+                    # The token names the leases: (reservation number, first index).
+                    number = next(self._reservation_numbers)
+                    reservation = Reservation(values, (number, state.head), self.generation)
                     if values:
-                        state = _plan.plan_fifo_reserve(state, values, plan)
+                        state = _plan.plan_fifo_reserve(state, number, values, plan)
                     operation.result = reservation
                     reservations.append(reservation)
                 else:
@@ -366,7 +371,10 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
                         plan = WritePlan()
                         cached = 0  # committed: no longer to be taken back
                     self._state = state
-                    self._settle_locked(operation.arguments[0], operation.kind)
+                    try:
+                        self._settle_locked(operation.arguments[0], operation.kind)
+                    except LeaseExpiredError as refusal:
+                        operation.error = refusal  # changed nothing; the group goes on
                     state = self._state
             if not plan.is_empty:
                 self._store.apply(plan)

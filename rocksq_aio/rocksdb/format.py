@@ -12,9 +12,13 @@ Layout (column families):
   element to read + 1 byte of flags.
 * ``returned`` (MPMC): key = UTF-8 label, value = items given back to a label
   that had read further meanwhile, served to its next read first.
-* ``leased``: reservations not yet settled. FIFO: key = the element's index,
-  value = the item. MPMC: key = label (length-prefixed) + reservation number,
-  value = the items.
+* ``leased``: reservations not yet settled. FIFO: key = 8-byte reservation
+  number + 8-byte index the item had, value = the item (older directories have
+  8-byte keys, the index alone, read as reservation 0).
+  The index only orders a reservation's items: a nack puts items back below
+  the head, under indices a later reservation may still hold leases on, so
+  the index alone is no key. MPMC: key = label (length-prefixed) + reservation
+  number, value = the items.
 
 Format v2: the FIFO one-item push and pop, and the MPMC one-item add, write
 only their data key, so the saved counters may lag behind the keys; they are a
@@ -74,6 +78,25 @@ def decode_index(key: bytes) -> int:
         raise QueueCorruptedError(f"data key of {len(key)} bytes, expected {_INDEX.size}")
     index: int = _INDEX.unpack(key)[0]
     return index
+
+
+_FIFO_LEASE = struct.Struct(">QQ")  # reservation number, index the item had
+
+
+def encode_fifo_lease_key(number: int, index: int) -> bytes:
+    return _FIFO_LEASE.pack(number, index)
+
+
+def decode_fifo_lease_key(key: bytes) -> tuple[int, int]:
+    """(reservation number, index) of a FIFO lease key; an old 8-byte key is reservation 0."""
+    if len(key) == _FIFO_LEASE.size:
+        number, index = _FIFO_LEASE.unpack(key)
+        return number, index
+    if len(key) == _INDEX.size:
+        return 0, _INDEX.unpack(key)[0]
+    raise QueueCorruptedError(
+        f"lease key of {len(key)} bytes, expected {_FIFO_LEASE.size} (or {_INDEX.size})"
+    )
 
 
 def encode_staged_range(start: int, stop: int) -> bytes:

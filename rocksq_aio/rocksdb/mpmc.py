@@ -22,7 +22,7 @@ from .._dispatch import (
     next_operation,
     remove_label_operation,
 )
-from .._errors import QueueCorruptedError
+from .._errors import LeaseExpiredError, QueueCorruptedError
 from .._options import MpmcOptions
 from .._types import StartPosition
 from . import format as _format
@@ -50,7 +50,22 @@ class MpmcSnapshot(NamedTuple):
 _new_state = tuple.__new__
 
 
-class RocksDBMpmc(RocksDBQueue[MpmcState]):
+class LabelPositions:
+    """The labels' accessors, answered from the state in memory (the engine's or a view's)."""
+
+    _state: MpmcState
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted(self._state.positions)
+
+    def position(self, label: str) -> int | None:
+        """The index ``label`` reads next, or None for an unknown label."""
+        saved = self._state.positions.get(label)
+        return None if saved is None else saved.index
+
+
+class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
     """One stream read by many labelled consumers, with element TTL, in a RocksDB directory."""
 
     def __init__(self, path: str, options: MpmcOptions) -> None:
@@ -90,15 +105,6 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
         if value is None:
             raise QueueCorruptedError(f"element {index} is missing from the queue at {self.path!r}")
         return _format.stamped_timestamp(value)
-
-    @property
-    def labels(self) -> list[str]:
-        return sorted(self._state.positions)
-
-    def position(self, label: str) -> int | None:
-        """The index ``label`` reads next, or None for an unknown label."""
-        saved = self._state.positions.get(label)
-        return None if saved is None else saved.index
 
     def add(self, items: object, no_gil: object = True) -> None:
         """Append ``items`` atomically, stamped with the current time.
@@ -298,9 +304,12 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
                 if items:
                     _plan.plan_mpmc_reserve(key, items, plan)
                     self._reserved_counts[label] = self._reserved_counts.get(label, 0) + len(items)
-                operation.result = Reservation(items, key, label)
+                operation.result = Reservation(items, key, self.generation, label)
             elif operation.kind in (OperationKind.ACK, OperationKind.NACK):
-                self._plan_settle(operation.arguments[0], operation.kind, plan)
+                try:
+                    self._plan_settle(operation.arguments[0], operation.kind, plan)
+                except LeaseExpiredError as refusal:
+                    operation.error = refusal  # changed nothing; the group goes on
             else:
                 label = operation.arguments[0]
                 state, removed = _plan.plan_mpmc_remove_label(state, label, plan)
@@ -346,9 +355,11 @@ class RocksDBMpmc(RocksDBQueue[MpmcState]):
     def _plan_settle(self, reservation: Reservation, kind: OperationKind, plan: WritePlan) -> None:
         if reservation.settled:
             return
-        reservation.settled = True
         if not reservation.items:
+            reservation.settled = True
             return
+        self.check_settle(reservation)
+        reservation.settled = True
         label = cast(str, reservation.label)
         _plan.plan_mpmc_settle(reservation.token, plan)
         self._reserved_counts[label] -= len(reservation.items)

@@ -22,7 +22,6 @@ Rules every plan keeps (the engine relies on them):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .._errors import QueueCorruptedError, QueueFullError
@@ -37,8 +36,8 @@ from .format import (
     FifoState,
     LabelPosition,
     MpmcState,
+    encode_fifo_lease_key,
     encode_fifo_state,
-    encode_index,
     encode_items,
     encode_mpmc_counters,
     encode_position,
@@ -185,30 +184,48 @@ def plan_fifo_give_back(state: FifoState, items: list[bytes], plan: WritePlan) -
     return new_state
 
 
-def plan_fifo_reserve(state: FifoState, items: list[bytes], plan: WritePlan) -> FifoState:
-    """Move ``items`` (the values read at the head) out of the queue into the reserved area.
+def plan_fifo_reserve(
+    state: FifoState, number: int, items: list[bytes], plan: WritePlan
+) -> FifoState:
+    """Move ``items`` (the values read at the head) into the leases of reservation ``number``.
 
-    They stay on disk, under their index, until acked; a reservation still
-    there at the next open was never acked and goes back to the head.
+    Each stays on disk under (``number``, the index it had) until settled; a
+    lease still there at the next open was never settled and goes back to
+    the head. The number is part of the key because a nack puts items back
+    under indices that a later reservation may still hold leases on.
     """
     new_state = plan_fifo_pop(state, items, plan)
     plan.reserved_writes.extend(
-        (encode_index(index), item) for index, item in enumerate(items, state.head)
+        (encode_fifo_lease_key(number, index), item) for index, item in enumerate(items, state.head)
     )
     return new_state
 
 
-def plan_fifo_ack(indices: Iterable[int], plan: WritePlan) -> None:
-    """Forget reserved items for good: they were processed (ack)."""
-    plan.reserved_writes.extend((encode_index(index), None) for index in indices)
+def plan_fifo_ack(number: int, first: int, count: int, plan: WritePlan) -> None:
+    """Forget the leases of reservation ``number`` for good: its items were processed."""
+    plan.reserved_writes.extend(
+        (encode_fifo_lease_key(number, index), None) for index in range(first, first + count)
+    )
 
 
 def plan_fifo_nack(
-    state: FifoState, indices: Iterable[int], items: list[bytes], plan: WritePlan
+    state: FifoState, number: int, first: int, items: list[bytes], plan: WritePlan
 ) -> FifoState:
-    """Return reserved items (nack) to the head of the queue, in their order."""
-    plan_fifo_ack(indices, plan)
+    """Return the items of reservation ``number`` (nack) to the head of the queue, in order."""
+    plan_fifo_ack(number, first, len(items), plan)
     return plan_fifo_give_back(state, items, plan)
+
+
+def plan_fifo_release_dead(
+    state: FifoState, leases: list[tuple[bytes, bytes]], plan: WritePlan
+) -> FifoState:
+    """Return the leases (key, item) found at open, in their key order, to the head.
+
+    They belong to a process that died before settling them: oldest
+    reservation first, each in its items' order, all in front of the head.
+    """
+    plan.reserved_writes.extend((key, None) for key, _item in leases)
+    return plan_fifo_give_back(state, [item for _key, item in leases], plan)
 
 
 def recovered_fifo_bounds(

@@ -2,7 +2,8 @@
 
 It reads ranges of elements and applies a :class:`~rocksq_aio.rocksdb.plan.WritePlan`
 as one atomic WriteBatch; every rocksdict exception is translated into our
-error hierarchy here. Opening, locking and removing directories is
+error hierarchy here. ``SnapshotStore`` reads a directory that another process
+holds open, as of one moment. Opening, locking and removing directories is
 ``directory.py``'s job; nothing but these two modules and the command line's
 inspection uses rocksdict.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, NoReturn
 
 from rocksdict import ColumnFamily, Rdict, ReadOptions, WriteBatch, WriteOptions
@@ -42,87 +43,12 @@ batch would freeze every other Python thread, an event loop among them."""
 _END_OF_INDICES = b"\xff" * 9  # sorts after every 8-byte index key
 
 
-class Store:
-    """An open RocksDB directory with fixed column families."""
+class StoredReads:
+    """The reads of a queue's column families: what the store and a snapshot share."""
 
-    def __init__(
-        self,
-        path: str,
-        column_families: tuple[str, ...],
-        *,
-        sync: bool,
-        batch_bytes: int = DEFAULT_BATCH_BYTES,
-        directory_mode: int = 0o700,
-    ) -> None:
-        self.path = path
-        self.batch_bytes = batch_bytes
-        self.failure: QueueError | None = None
-        """Set once a write failed: the handle refuses everything until reopened."""
-        self.closed = False
-        directory.claim(path)
-        try:
-            directory.prepare_directory(path, column_families, directory_mode)
-            options = directory.open_options(create=True)
-            families = {name: directory.open_options(create=True) for name in column_families}
-            try:
-                self._db = directory.open_read_write(path, options, families)
-            except Exception as error:
-                raise directory.translate(error, path, "opening") from error
-            # Held for the queue's lifetime: dropping a column-family handle
-            # flushes the memtable, and a live one keeps the DB lock.
-            self._handles: dict[str, ColumnFamily] = {
-                name: self._db.get_column_family_handle(name) for name in column_families
-            }
-            self._data_handle = self._handles[DATA_CF]
-            self._meta_handle = self._handles[META_CF]
-            self._families: dict[str, Rdict] = {
-                name: self._db.get_column_family(name) for name in column_families
-            }
-            self._data = self._families[DATA_CF]
-            # None for a FIFO queue, which has no positions.
-            self._positions: Rdict | None = self._families.get(POSITIONS_CF)
-        except BaseException:
-            directory.release(path)
-            raise
-        self._write_options = WriteOptions()
-        self._write_options.sync = False
-        self._read_options = ReadOptions()
-        self.sync = sync
-
-    # ------------------------------------------------------------ lifecycle
-
-    def check_usable(self) -> None:
-        if self.closed:
-            raise QueueClosedError(f"queue at {self.path!r} is closed")
-        if self.failure is not None:
-            raise QueueIOError(
-                f"queue at {self.path!r} refused the operation: an earlier write failed "
-                f"({self.failure}); close and reopen the queue"
-            )
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.failure is not None:
-            # Frames kept by the failure's traceback may hold column-family
-            # handles, and a live handle keeps the DB lock.
-            for error in (self.failure, self.failure.__cause__):
-                if error is not None and error.__traceback__ is not None:
-                    traceback.clear_frames(error.__traceback__)
-        try:
-            # The DB lock is released only once no column-family handle is alive.
-            self._families.clear()
-            self._handles.clear()
-            del self._data_handle, self._meta_handle, self._positions, self._data
-            self._db.close()
-        except Exception as error:
-            # The failure was reported when it happened; closing is how the
-            # caller recovers, and must not raise it again.
-            if self.failure is None:
-                raise directory.translate(error, self.path, "closing") from error
-        finally:
-            directory.release(self.path)
+    path: str
+    _families: dict[str, Rdict]
+    _read_options: ReadOptions
 
     @contextmanager
     def _reading(self, action: str) -> Iterator[None]:
@@ -132,8 +58,6 @@ class Store:
             raise
         except Exception as error:
             raise directory.translate(error, self.path, action) from error
-
-    # ------------------------------------------------------------ reads
 
     def get(self, family: str, key: bytes) -> bytes | None:
         try:
@@ -244,6 +168,104 @@ class Store:
             finally:
                 del iterator
         return items
+
+    def last_data_index_below(self, stop: int) -> int | None:
+        """The highest data index below ``stop``, or None."""
+        if stop <= 0:
+            return None
+        with self._reading("scanning the data"):
+            iterator = self._families[DATA_CF].iter(self._read_options)
+            try:
+                iterator.seek_for_prev(encode_index(stop - 1))
+                last = decode_index(iterator.key()) if iterator.valid() else None
+                iterator.status()
+            finally:
+                del iterator
+        return last
+
+
+class Store(StoredReads):
+    """An open RocksDB directory with fixed column families."""
+
+    def __init__(
+        self,
+        path: str,
+        column_families: tuple[str, ...],
+        *,
+        sync: bool,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        directory_mode: int = 0o700,
+    ) -> None:
+        self.path = path
+        self.batch_bytes = batch_bytes
+        self.failure: QueueError | None = None
+        """Set once a write failed: the handle refuses everything until reopened."""
+        self.closed = False
+        directory.claim(path)
+        try:
+            directory.replay_log_in_child(path, column_families, directory_mode)
+            self._db = directory.open_queue_database(path, column_families, directory_mode)
+            # Held for the queue's lifetime: dropping a column-family handle
+            # flushes the memtable, and a live one keeps the DB lock.
+            self._handles: dict[str, ColumnFamily] = {
+                name: self._db.get_column_family_handle(name) for name in column_families
+            }
+            self._data_handle = self._handles[DATA_CF]
+            self._meta_handle = self._handles[META_CF]
+            self._families: dict[str, Rdict] = {
+                name: self._db.get_column_family(name) for name in column_families
+            }
+            self._data = self._families[DATA_CF]
+            # None for a FIFO queue, which has no positions.
+            self._positions: Rdict | None = self._families.get(POSITIONS_CF)
+        except BaseException:
+            directory.release(path)
+            raise
+        self._write_options = WriteOptions()
+        self._write_options.sync = False
+        self._read_options = ReadOptions()
+        self.sync = sync
+
+    # ------------------------------------------------------------ lifecycle
+
+    def check_usable(self) -> None:
+        if self.closed:
+            raise QueueClosedError(f"queue at {self.path!r} is closed")
+        if self.failure is not None:
+            raise QueueIOError(
+                f"queue at {self.path!r} refused the operation: an earlier write failed "
+                f"({self.failure}); close and reopen the queue"
+            )
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.failure is not None:
+            # Frames kept by the failure's traceback may hold column-family
+            # handles, and a live handle keeps the DB lock.
+            for error in (self.failure, self.failure.__cause__):
+                if error is not None and error.__traceback__ is not None:
+                    traceback.clear_frames(error.__traceback__)
+        try:
+            if self.failure is None:
+                # Dropping a family's Rdict flushes its memtable holding the
+                # GIL (100-350 ms after 64 MiB, every thread frozen); flush()
+                # releases it, and leaves the drop nothing to write.
+                for family in self._families.values():
+                    family.flush(True)
+            # The DB lock is released only once no column-family handle is alive.
+            self._families.clear()
+            self._handles.clear()
+            del self._data_handle, self._meta_handle, self._positions, self._data
+            self._db.close()
+        except Exception as error:
+            # The failure was reported when it happened; closing is how the
+            # caller recovers, and must not raise it again.
+            if self.failure is None:
+                raise directory.translate(error, self.path, "closing") from error
+        finally:
+            directory.release(self.path)
 
     # ------------------------------------------------------------ writes
 
@@ -433,6 +455,26 @@ class Store:
         batch.delete_range(encode_index(tail), _END_OF_INDICES, data)
         self._clean_up(batch)
 
+    def cover_removed(self, head: int) -> None:
+        """Cover every data key below ``head`` (all removed already) with one range deletion.
+
+        Pops and expiry delete their keys one by one, and the next open's scan
+        from the first key (``data_key_bounds``) reads the value of every
+        removed key still in a table file, holding the GIL: 100-200 ms after
+        64 MiB went through. Behind a range deletion RocksDB seeks past them.
+        Written at close, one per life: many would slow every read.
+        """
+        if head <= 0:
+            return
+        self.check_usable()
+        batch = WriteBatch(raw_mode=True)
+        try:
+            batch.delete_range(encode_index(0), encode_index(head), self._data_handle)
+            self._db.write(batch, self._write_options)
+        except Exception as error:
+            del batch
+            self._fail(error)
+
     def _clean_up(self, batch: WriteBatch) -> None:
         """Write an at-open repair durably, before anything relies on it."""
         try:
@@ -441,3 +483,35 @@ class Store:
         except Exception as error:
             self.failure = directory.translate(error, self.path, "cleaning up")
             raise self.failure from error
+
+
+class SnapshotStore(StoredReads):
+    """A queue directory's column families as of one moment, for reading only.
+
+    Read through a RocksDB secondary instance (``directory.open_secondary``),
+    which works while another process holds the queue open and never sees its
+    later writes: every read is of the moment ``taken_at``.
+    """
+
+    def __init__(self, path: str, column_families: tuple[str, ...]) -> None:
+        self.path = path
+        self._exit = ExitStack()
+        database, self.taken_at = self._exit.enter_context(
+            directory.open_secondary(path, ("default", *column_families))
+        )
+        try:
+            self._families = {name: database.get_column_family(name) for name in column_families}
+        except Exception as error:
+            del database
+            self._exit.close()
+            raise directory.translate(error, path, "opening a snapshot") from error
+        del database
+        self._read_options = ReadOptions()
+        self.closed = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._families.clear()
+        self._exit.close()

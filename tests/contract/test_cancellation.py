@@ -9,6 +9,7 @@ returned to a caller, drain what is left, and compare multisets.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import random
 import sys
@@ -61,6 +62,33 @@ class Ledger:
 
     def batch(self, rng: random.Random) -> list[bytes]:
         return [b"%d" % next(self.numbers) for _ in range(rng.randint(1, 3))]
+
+    async def append(
+        self,
+        add: Callable[[list[bytes]], Awaitable[object]],
+        attempt: Callable[[Callable[[], Awaitable[Any]]], Awaitable[tuple[bool, Any]]],
+        rng: random.Random,
+    ) -> bool:
+        """Attempt a push/add of a new batch; record it as confirmed or uncertain."""
+        batch = self.batch(rng)
+        completed, _ = await attempt(lambda: add(batch))
+        (self.confirmed if completed else self.uncertain).append(batch)
+        return completed
+
+    async def prefill(
+        self, add: Callable[[list[bytes]], Awaitable[object]], batches: int, rng: random.Random
+    ) -> None:
+        """``batches`` pushes/adds of new batches, never cancelled."""
+        for _ in range(batches):
+            batch = self.batch(rng)
+            await add(batch)
+            self.confirmed.append(batch)
+
+    def tally(self, completed: bool) -> None:
+        if completed:
+            self.completed += 1
+        else:
+            self.cancelled += 1
 
     def deliver(self, items: list[bytes], label: str = "") -> None:
         self.delivered.setdefault(label, []).extend(items)
@@ -116,9 +144,8 @@ NATIVE_MODES = [
 async def fifo_call(queue: PersistentQueue, ledger: Ledger, rng: random.Random, mode: str) -> None:
     choice = rng.random()
     if choice < 0.3:
-        batch = ledger.batch(rng)
-        completed, _ = await cancel_natively(lambda: queue.push(batch), mode, rng)
-        (ledger.confirmed if completed else ledger.uncertain).append(batch)
+        attempt = functools.partial(cancel_natively, mode=mode, rng=rng)
+        completed = await ledger.append(queue.push, attempt, rng)
     else:
         count = rng.randint(1, 4)
         if choice < 0.6:
@@ -130,10 +157,7 @@ async def fifo_call(queue: PersistentQueue, ledger: Ledger, rng: random.Random, 
         completed, items = await cancel_natively(call, mode, rng)
         if completed:
             ledger.deliver(items)
-    if completed:
-        ledger.completed += 1
-    else:
-        ledger.cancelled += 1
+    ledger.tally(completed)
 
 
 @pytest.mark.parametrize("mode", NATIVE_MODES)
@@ -143,10 +167,7 @@ def test_fifo_random_native_cancellation_loses_nothing(queue_path: str, mode: st
 
     async def stress() -> tuple[int, int]:
         async with PersistentQueue(queue_path) as queue:
-            for _ in range(100):
-                batch = ledger.batch(rng)
-                await queue.push(batch)
-                ledger.confirmed.append(batch)
+            await ledger.prefill(queue.push, 100, rng)
             for _ in range(100):
                 await asyncio.gather(*(fifo_call(queue, ledger, rng, mode) for _ in range(12)))
         # Closing waited for any drain still running for a cancelled caller.
@@ -178,9 +199,8 @@ async def reopen_and_drain(path: str, length: int, payload_size: int) -> list[by
 async def mpmc_call(queue: MpmcQueue, ledger: Ledger, rng: random.Random, mode: str) -> None:
     choice = rng.random()
     if choice < 0.25:
-        batch = ledger.batch(rng)
-        completed, _ = await cancel_natively(lambda: queue.add(batch), mode, rng)
-        (ledger.confirmed if completed else ledger.uncertain).append(batch)
+        attempt = functools.partial(cancel_natively, mode=mode, rng=rng)
+        completed = await ledger.append(queue.add, attempt, rng)
     else:
         label = rng.choice(LABELS)
         count = rng.randint(1, 4)
@@ -195,10 +215,7 @@ async def mpmc_call(queue: MpmcQueue, ledger: Ledger, rng: random.Random, mode: 
             items, expired = result
             assert not expired  # ttl is 0: nothing ever expires
             ledger.deliver(items, label)
-    if completed:
-        ledger.completed += 1
-    else:
-        ledger.cancelled += 1
+    ledger.tally(completed)
 
 
 async def drain_labels(queue: MpmcQueue) -> dict[str, list[bytes]]:
@@ -233,10 +250,7 @@ def test_mpmc_random_native_cancellation_delivers_each_item_once_per_label(
 
     async def stress() -> tuple[int, dict[str, list[bytes]]]:
         async with MpmcQueue(queue_path, 0) as queue:
-            for _ in range(60):
-                batch = ledger.batch(rng)
-                await queue.add(batch)
-                ledger.confirmed.append(batch)
+            await ledger.prefill(queue.add, 60, rng)
             for _ in range(100):
                 await asyncio.gather(*(mpmc_call(queue, ledger, rng, mode) for _ in range(12)))
             left = await drain_labels(queue)
@@ -290,13 +304,9 @@ async def test_random_anyio_cancel_scopes_lose_nothing(queue_path: str) -> None:
         choice = rng.random()
         count = rng.randint(1, 4)
         if choice < 0.15:
-            batch = fifo.batch(rng)
-            completed, _ = await attempt(lambda: fifo_queue.push(batch))
-            (fifo.confirmed if completed else fifo.uncertain).append(batch)
+            completed = await fifo.append(fifo_queue.push, attempt, rng)
         elif choice < 0.3:
-            batch = mpmc.batch(rng)
-            completed, _ = await attempt(lambda: mpmc_queue.add(batch))
-            (mpmc.confirmed if completed else mpmc.uncertain).append(batch)
+            completed = await mpmc.append(mpmc_queue.add, attempt, rng)
         elif choice < 0.5:
             completed, items = await attempt(lambda: fifo_queue.pop(count))
             if completed:
@@ -318,10 +328,7 @@ async def test_random_anyio_cancel_scopes_lose_nothing(queue_path: str) -> None:
             if completed:
                 mpmc.deliver(result[0], label)
         ledger = fifo if choice < 0.15 or 0.3 <= choice < 0.65 else mpmc
-        if completed:
-            ledger.completed += 1
-        else:
-            ledger.cancelled += 1
+        ledger.tally(completed)
 
     fifo_path, mpmc_path = queue_path + "-fifo", queue_path + "-mpmc"
     async with PersistentQueue(fifo_path) as fifo_queue, MpmcQueue(mpmc_path, 0) as mpmc_queue:

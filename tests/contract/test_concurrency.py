@@ -30,9 +30,10 @@ import pytest
 import rocksq_aio
 from rocksq_aio import StartPosition, blocking, nonblocking
 
+from support.items import ALL
+
 pytestmark = pytest.mark.contract
 
-ALL = 2**20  # more than any test stores
 SHORT = 2.0
 LONG = 10.0
 HANG_GUARD = 180.0

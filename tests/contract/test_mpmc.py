@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from rocksq_aio import QueueClosedError, StartPosition, remove_mpmc_queue
+from rocksq_aio import StartPosition, remove_mpmc_queue
 from rocksq_aio.blocking import MpmcQueue
 
 from support.clock import FakeClock
+from support.closed import assert_closed_refuses
 from support.rocksdb import raw_database
 
 pytestmark = pytest.mark.contract
@@ -28,6 +29,13 @@ def read_all(queue: MpmcQueue, label: str, start: StartPosition = Oldest) -> lis
     items, expired = queue.next(label, start, max_elements=ALL)
     assert expired is False
     return items
+
+
+def add_and_read(queue: MpmcQueue, *, one: str, both: str) -> None:
+    """Add a and b; label ``one`` reads a, label ``both`` reads a and b."""
+    queue.add([b"a", b"b"])
+    assert queue.next(one) == ([b"a"], False)
+    assert queue.next(both, max_elements=2) == ([b"a", b"b"], False)
 
 
 # ---------------------------------------------------------------- order and labels
@@ -213,9 +221,7 @@ def test_ttl_expiry_and_the_expired_flag(queue_path: str, clock: FakeClock) -> N
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
         # "unread" exists before anything is added: it has read nothing.
         assert queue.next("unread") == ([], False)
-        queue.add([b"a", b"b"])
-        assert queue.next("partial") == ([b"a"], False)
-        assert queue.next("exact", max_elements=2) == ([b"a", b"b"], False)
+        add_and_read(queue, one="partial", both="exact")
         clock.advance(5)
         queue.add([b"c"])
         assert queue.next("all", max_elements=10) == ([b"a", b"b", b"c"], False)
@@ -239,9 +245,7 @@ def test_ttl_expiry_and_the_expired_flag(queue_path: str, clock: FakeClock) -> N
 
 def test_ttl_expiry_during_next(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
-        queue.add([b"a", b"b"])
-        assert queue.next("reader") == ([b"a"], False)
-        assert queue.next("done", max_elements=2) == ([b"a", b"b"], False)
+        add_and_read(queue, one="reader", both="done")
         clock.advance(11)
         assert queue.next("reader", max_elements=10) == ([], True)
         assert queue.len == 0
@@ -342,9 +346,7 @@ def test_labels_and_positions_never_expire(queue_path: str, clock: FakeClock) ->
 
 def test_expired_flag_persists_across_reopen(queue_path: str, clock: FakeClock) -> None:
     with MpmcQueue(queue_path, 10, clock=clock) as queue:
-        queue.add([b"a", b"b"])
-        assert queue.next("r") == ([b"a"], False)
-        assert queue.next("all", max_elements=2) == ([b"a", b"b"], False)
+        add_and_read(queue, one="r", both="all")
         clock.advance(20)
         queue.add([b"c"])  # expires a and b; flags "r" without reporting
         assert queue.len == 1
@@ -426,13 +428,12 @@ def test_operations_after_close_raise(queue_path: str, clock: FakeClock) -> None
     queue = MpmcQueue(queue_path, 0, clock=clock)
     queue.add([b"a"])
     queue.close()
-    assert queue.closed
-    with pytest.raises(QueueClosedError):
-        queue.add([b"b"])
-    with pytest.raises(QueueClosedError):
-        queue.next("r")
-    with pytest.raises(QueueClosedError):
-        queue.remove_label("r")
+    assert_closed_refuses(
+        queue,
+        lambda: queue.add([b"b"]),
+        lambda: queue.next("r"),
+        lambda: queue.remove_label("r"),
+    )
     with MpmcQueue(queue_path, 0, clock=clock) as queue:
         assert queue.next("r", max_elements=10) == ([b"a"], False)
 

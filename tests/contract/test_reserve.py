@@ -14,6 +14,8 @@ import pytest
 from rocksq_aio import PersistentQueue
 from rocksq_aio.blocking import PersistentQueueWithCapacity
 
+from support.processes import kill_when_ready
+
 pytestmark = pytest.mark.contract
 
 ALL = 1_000_000
@@ -101,13 +103,7 @@ def test_items_reserved_by_a_killed_process_are_delivered_again(queue_path: str)
         time.sleep(60)
         """
     )
-    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready"
-    finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+    kill_when_ready(child)
     with PersistentQueueWithCapacity(queue_path) as reopened:
         assert reopened.pop(ALL) == [b"%d" % number for number in range(3, 10)]
 
@@ -310,13 +306,7 @@ def test_mpmc_items_reserved_by_a_killed_process_are_delivered_again(queue_path:
         time.sleep(60)
         """
     )
-    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready"
-    finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+    kill_when_ready(child)
     with MpmcQueue(queue_path, 0) as reopened:
         delivered, _ = reopened.next("L", max_elements=ALL)
         delivered += reopened.next("L", max_elements=ALL)[0]

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,8 @@ import rocksq_aio
 from rocksq_aio import StartPosition
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
 
-from support.items import item_number, make_item
+from support.items import ALL, item_number, make_item
 
-ALL = 2**20  # more than any round stores
 NORMAL_KILLS = 20
 STRESS_KILLS = 200
 MAX_KILL_DELAY = 0.1
@@ -51,8 +51,6 @@ BIG_BATCH = 20  # items per push: 320 KiB, five times the batch byte cap below
 BIG_BATCH_BYTES = 64 * 1024
 
 CHILD = Path(__file__).resolve().parent.parent / "support" / "crash_child.py"
-
-
 
 
 # ---------------------------------------------------------------- the child and its report
@@ -278,6 +276,26 @@ def _config(path: str, mode: str, face: tuple[str, str], base: int, seed: int) -
     }
 
 
+def start_rounds(tmp_path: Path) -> tuple[int, random.Random, str]:
+    """A scenario's seed, the random choices it drives, and the queue's path."""
+    seed = _seed()
+    return seed, random.Random(seed), str(tmp_path / "queue")
+
+
+def kill_rounds(
+    kills: int, faces: list[tuple[str, str]], seed: int
+) -> Iterator[tuple[tuple[str, str], str]]:
+    """Each of ``kills`` rounds: its face (the faces in turn) and the context its checks report."""
+    for kill in range(kills):
+        face = faces[kill % len(faces)]
+        yield face, f"seed {seed}, kill {kill}, {face[0]}/{face[1]}"
+
+
+def kill_child(config: dict[str, Any], rng: random.Random, tmp_path: Path) -> Report:
+    """Run the child of ``config`` and kill it after a random delay (see run_and_kill)."""
+    return run_and_kill(config, rng.uniform(0, MAX_KILL_DELAY), tmp_path / "stderr")
+
+
 def run_push_rounds(
     tmp_path: Path,
     kills: int,
@@ -289,15 +307,10 @@ def run_push_rounds(
     batch_bytes: int | None = None,
 ) -> None:
     """Pushing child killed ``kills`` times; after each kill every completed push is there."""
-    seed = _seed()
-    rng = random.Random(seed)
-    path = str(tmp_path / "queue")
+    seed, rng, path = start_rounds(tmp_path)
     options: dict[str, Any] = {"batch_bytes": batch_bytes} if batch_bytes else {}
-    base = 0
-    completed = 0
-    for kill in range(kills):
-        face = faces[kill % len(faces)]
-        context = f"seed {seed}, kill {kill}, {face[0]}/{face[1]}"
+    base = completed = 0
+    for face, context in kill_rounds(kills, faces, seed):
         config = _config(path, "push", face, base, rng.randrange(2**32))
         config.update(
             item_size=item_size,
@@ -305,7 +318,7 @@ def run_push_rounds(
             fixed_batch=fixed_batch,
             batch_bytes=batch_bytes,
         )
-        report = run_and_kill(config, rng.uniform(0, MAX_KILL_DELAY), tmp_path / "stderr")
+        report = kill_child(config, rng, tmp_path)
         with PersistentQueueWithCapacity(path, **options) as queue:  # must open after a kill
             stored = check_fifo_drained(queue, item_size, context)
         end = check_appended(stored, base, report, context)
@@ -316,19 +329,14 @@ def run_push_rounds(
 
 def run_pop_rounds(tmp_path: Path, kills: int) -> None:
     """Popping child killed ``kills`` times: no popped item comes back, none other is lost."""
-    seed = _seed()
-    rng = random.Random(seed)
-    path = str(tmp_path / "queue")
-    base = 0
-    popped = 0
-    for kill in range(kills):
-        face = FACES[kill % len(FACES)]
-        context = f"seed {seed}, kill {kill}, {face[0]}/{face[1]}"
+    seed, rng, path = start_rounds(tmp_path)
+    base = popped = 0
+    for face, context in kill_rounds(kills, FACES, seed):
         prefill = list(range(base, base + PREFILL))
         with PersistentQueueWithCapacity(path) as queue:
             queue.push([make_item(number, 8) for number in prefill])
         config = _config(path, "pop", face, base, rng.randrange(2**32))
-        report = run_and_kill(config, rng.uniform(0, MAX_KILL_DELAY), tmp_path / "stderr")
+        report = kill_child(config, rng, tmp_path)
         with PersistentQueueWithCapacity(path) as queue:
             remaining = check_fifo_drained(queue, 8, context)
         check_reads(remaining, prefill, report, context)
@@ -341,17 +349,11 @@ def run_pop_rounds(tmp_path: Path, kills: int) -> None:
 
 def run_mpmc_rounds(tmp_path: Path, kills: int) -> None:
     """Child adding and reading label "reader", killed: positions never re-deliver."""
-    seed = _seed()
-    rng = random.Random(seed)
-    path = str(tmp_path / "queue")
-    base = 0
-    total = 0
-    delivered = 0
-    for kill in range(kills):
-        face = FACES[kill % len(FACES)]
-        context = f"seed {seed}, kill {kill}, {face[0]}/{face[1]}"
+    seed, rng, path = start_rounds(tmp_path)
+    base = total = delivered = 0
+    for face, context in kill_rounds(kills, FACES, seed):
         config = _config(path, "mpmc", face, base, rng.randrange(2**32))
-        report = run_and_kill(config, rng.uniform(0, MAX_KILL_DELAY), tmp_path / "stderr")
+        report = kill_child(config, rng, tmp_path)
         with MpmcQueue(path, 0) as queue:
             # "audit" read everything up to the previous round: it gets this round's adds.
             added, _expired = queue.next("audit", StartPosition.Oldest, ALL)

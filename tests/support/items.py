@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+ALL = 2**20
+"""A ``max_elements`` that takes everything: more items than any test stores."""
 FILLER_BASE = 251
 
 
