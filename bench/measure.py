@@ -31,7 +31,9 @@ from systems import (
     mpmc_blocking,
     mpsc_async,
     mpsc_threads,
+    one_task,
     open_fifo,
+    submit_then_get,
     warm_up_check,
     write_read_async,
 )
@@ -41,8 +43,10 @@ from workloads import (
     JETSTREAM_KINDS,
     MPMC,
     MPSC_ASYNC,
+    ONE_TASK,
     OURS,
     OURS_SYNC,
+    SUBMIT_GET,
     TICK,
     WORKLOADS,
     WRITE_READ,
@@ -137,6 +141,16 @@ def measure(system: str, workload: Workload, params: dict[str, Any], path: str) 
                 bool(params["uvloop"]),
             )
         return mpsc_threads(system, path, messages)
+    if kind == SUBMIT_GET:
+        return submit_then_get(system, path, messages, mpmc=workload.labels > 0)
+    if kind == ONE_TASK:
+        import anyio
+
+        # Plain asyncio (no uvloop) or trio, as the workload names: the bare hop's loop.
+        backend = workload.backend
+        result: dict[str, Any] = anyio.run(one_task, system, path, messages, backend=backend)
+        result["loop"] = workload.backend
+        return result
     if kind == WRITE_READ_ASYNC:
         return run_on_loop(
             lambda: write_read_async(system, path, messages, LagProbe()), bool(params["uvloop"])

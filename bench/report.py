@@ -16,6 +16,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any
 
 from workloads import (
+    BARE_HOP,
     BASELINE_PREFIX,
     BASELINED,
     DURABILITY,
@@ -61,6 +62,7 @@ def summarize(runs: list[dict[str, Any]], config: Config) -> list[dict[str, Any]
             maxes = [float(r["lag_max_ms"]) for r in good if r.get("lag_max_ms") is not None]
             warmups = [float(r["warmup_ms"]) for r in good if r.get("warmup_ms") is not None]
             loops = sorted({str(r["loop"]) for r in good if r.get("loop")})
+            phases = sorted({phase for r in good for phase in r.get("phase_us", {})})
             rows.append(
                 {
                     "workload": name,
@@ -82,6 +84,12 @@ def summarize(runs: list[dict[str, Any]], config: Config) -> list[dict[str, Any]
                     "median_warmup_ms": statistics.median(warmups) if warmups else None,
                     "unavailable": any(r.get("unavailable") for r in mine),
                     "loop": ", ".join(loops) or None,
+                    "median_phase_us": {
+                        phase: statistics.median(
+                            float(r["phase_us"][phase]) for r in good if phase in r["phase_us"]
+                        )
+                        for phase in phases
+                    },
                 }
             )
     return rows
@@ -97,6 +105,7 @@ RATIOS: tuple[tuple[str, str], ...] = (
     (OURS_SYNC, PQ_ASYNC),
     (OURS_SYNC, OURS),
     (JS_OURS, JS_RAW),
+    (OURS, BARE_HOP),
 )
 
 # (workload, numerator, denominator, minimum, label)
@@ -116,6 +125,11 @@ TARGETS: tuple[tuple[str, str, str, float, str], ...] = (
         )
         for replicas in (1, 3)
     ),
+    ("w9a", OURS_NONBLOCKING, ROCKSQ, 1.0, "w9a submit-then-get FIFO: ours-nonblocking / rocksq"),
+    ("w9b", OURS_NONBLOCKING, ROCKSQ, 1.0, "w9b submit-then-get MPMC: ours-nonblocking / rocksq"),
+    # At most 1.15x the bare hop's time per awaited operation: a rate of at least 1 / 1.15.
+    ("w10a", OURS, BARE_HOP, 1 / 1.15, "w10a one awaiting task, asyncio: ours / bare hop"),
+    ("w10b", OURS, BARE_HOP, 1 / 1.15, "w10b one awaiting task, trio: ours / bare hop"),
 )
 
 # The ratio of the working tree's library to the baseline's (--baseline), per "ours*" system.
@@ -202,7 +216,7 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     f"MISSED  {check['target']}: {value:.2f} "
                     f"(missed by {minimum - value:.2f}, {short:.0f}% short)"
                 )
-                if name in LIMITS and top in (OURS, JS_OURS):
+                if name in LIMITS and top.startswith(OURS):
                     check["limit"] = LIMITS[name]
                     check["line"] += f"; limited by: {LIMITS[name]}"
         checks.append(check)
@@ -301,6 +315,21 @@ def markdown(
             f"| {fmt_num(row['median_rss_mib'])} | {fmt_num(row['median_lag_p99_ms'], 2)} "
             f"| {fmt_num(row['max_lag_ms'], 2)} |"
         )
+    phased = [row for row in rows if row.get("median_phase_us")]
+    if phased:
+        out += [
+            "",
+            "## Cost per call (w9, w10: medians, us)",
+            "",
+            "| workload | system | per call |",
+            "|---|---|---|",
+        ]
+        out += [
+            f"| {row['workload']} | {row['system']} | "
+            + ", ".join(f"{k} {v:.1f}" for k, v in row["median_phase_us"].items())
+            + " |"
+            for row in phased
+        ]
     out += ["", "## Ratios (of medians)", "", "| workload | ratio | value |", "|---|---|---:|"]
     out += [f"| {r['workload']} | {r['ratio']} | {r['value']:.2f} |" for r in ratios]
     out += ["", "## Targets", ""]
@@ -327,6 +356,13 @@ def markdown(
         f"- Event loop for async rows: {', '.join(loops) or 'none run'}. Lag = oversleep of a "
         "task sleeping 1 ms in a loop during the workload (includes timer granularity; with "
         "fewer than 100 samples, as in short --quick runs, p99 is the maximum).",
+        "- w9 (rocksq, ours-nonblocking): RocksQ's own nonblocking usage, every response's "
+        "get() right after its call: N one-item push (add) calls, N pop (next) calls, N "
+        "len calls; msgs/s = N / the three phases' time, cost per call for each phase.",
+        "- w10: one task awaits N one-item pushes, then N pops (ours), or 2N "
+        "anyio.to_thread.run_sync(lambda: None) calls (bare-hop), on plain asyncio (w10a) "
+        "or trio (w10b); msgs/s = N / time, so both rates count 2N awaited calls. The "
+        "target: at most 1.15x the bare hop's time per call.",
         "- Before timing, every FIFO workload pushes and pops one warm-up message (not "
         "counted; its time is warmup_ms in latest.json): it opens persist-queue-async's "
         "connection and starts worker threads. w6 (MPMC) has no warm-up.",

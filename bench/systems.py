@@ -1,9 +1,9 @@
 """What each system is and what each workload does with it (runs inside the child process).
 
 Opening every system (ours, ours-sync, ours-nonblocking, rocksq, persist-queue,
-persist-queue-async) and the timed workload bodies. A ``baseline-*`` system runs the same
-code as its ``ours*`` twin: only the ``rocksq_aio`` it imports differs (``measure.measure``
-passes the base system's name).
+persist-queue-async; bare-hop is a thread hop with no queue) and the timed workload bodies.
+A ``baseline-*`` system runs the same code as its ``ours*`` twin: only the ``rocksq_aio``
+it imports differs (``measure.measure`` passes the base system's name).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from workloads import (
+    BARE_HOP,
     BATCH,
     CONSUMERS,
     EMPTY_POLL_BACKOFF,
@@ -408,3 +409,117 @@ async def write_read_async(
     else:
         raise BenchError(f"{system} has no async FIFO queue")
     return {**write_read_rates(count, start, written, end), "warmup_ms": warmup_ms, **lag}
+
+
+def submit_then_get(system: str, path: str, messages: list[bytes], mpmc: bool) -> dict[str, Any]:
+    """w9: RocksQ's own nonblocking usage, each response's get() right after the call.
+
+    FIFO: ``push([x]).get()`` N times, ``pop().get().data`` N times, ``len.get()`` N times;
+    MPMC: ``add([x]).get()``, ``next(label).get().data``, ``len.get()``.
+    """
+    queue: Any
+    if system == OURS_NONBLOCKING:
+        import rocksq_aio
+        from rocksq_aio import nonblocking
+
+        module: Any = nonblocking
+        oldest: Any = rocksq_aio.StartPosition.Oldest
+    elif system == ROCKSQ:
+        module = import_optional("rocksq.nonblocking")
+        oldest = import_optional("rocksq").StartPosition.Oldest
+    else:
+        raise BenchError(f"{system} has no nonblocking queue")
+    # The reads take their bound method as a default: no closure keeps the queue alive.
+    if mpmc:
+        queue = module.MpmcQueue(path, TTL)
+        write = queue.add
+
+        def read(next_: Any = queue.next) -> list[bytes]:
+            data: list[bytes] = next_("reader", oldest, 1).get().data[0]
+            return data
+    else:
+        queue = module.PersistentQueueWithCapacity(path)
+        write = queue.push
+
+        def read(pop: Any = queue.pop) -> list[bytes]:
+            data: list[bytes] = pop().get().data
+            return data
+
+    try:
+        started = time.perf_counter()
+        write([WARM_UP]).get()
+        warmup_ms = warm_up_check(read(), started)
+        start = time.perf_counter()
+        for message in messages:
+            write([message]).get()
+        written = time.perf_counter()
+        for expected in messages:
+            if wrong(read(), expected):
+                raise BenchError("read a wrong item")
+        done = time.perf_counter()
+        for _ in messages:
+            queue.len.get()
+        end = time.perf_counter()
+        if queue.len.get().len != (len(messages) + 1 if mpmc else 0):  # MPMC keeps them
+            raise BenchError("len.get() is wrong")
+    finally:
+        if system != ROCKSQ:
+            queue.close()
+        del queue, write, read
+        gc.collect()  # RocksQ has no close(): its queue is released when collected
+    count = len(messages)
+    return {
+        "seconds": end - start,
+        "warmup_ms": warmup_ms,
+        "phase_us": {
+            "add" if mpmc else "push": (written - start) / count * 1e6,
+            "next" if mpmc else "pop": (done - written) / count * 1e6,
+            "len": (end - done) / count * 1e6,
+        },
+    }
+
+
+async def one_task(system: str, path: str, messages: list[bytes]) -> dict[str, Any]:
+    """w10: one task awaits each push, then each pop (2N awaited calls for N messages).
+
+    ``bare-hop`` awaits ``anyio.to_thread.run_sync(lambda: None)`` 2N times instead: the
+    thread hop alone, what the issue's target compares an awaited operation with.
+    """
+    import anyio
+    import anyio.to_thread
+
+    count = len(messages)
+    if system == BARE_HOP:
+        run_sync = anyio.to_thread.run_sync
+
+        def nothing() -> None:
+            return None
+
+        started = time.perf_counter()
+        await run_sync(nothing)
+        warmup_ms = (time.perf_counter() - started) * 1000
+        start = time.perf_counter()
+        for _ in range(2 * count):
+            await run_sync(nothing)
+        written = end = time.perf_counter()
+        phases = {"hop": (end - start) / (2 * count) * 1e6}
+    elif system in (OURS, OURS_SYNC):
+        from rocksq_aio import PersistentQueue
+
+        async with PersistentQueue(path, sync=system == OURS_SYNC) as queue:
+            started = time.perf_counter()
+            await queue.push([WARM_UP])
+            warmup_ms = warm_up_check(await queue.pop(1), started)
+            push, pop = queue.push, queue.pop
+            start = time.perf_counter()
+            for message in messages:
+                await push([message])
+            written = time.perf_counter()
+            for expected in messages:
+                if wrong(await pop(1), expected):
+                    raise BenchError("popped a wrong item")
+            end = time.perf_counter()
+        phases = {"push": (written - start) / count * 1e6, "pop": (end - written) / count * 1e6}
+    else:
+        raise BenchError(f"{system} does not run the one-task workload")
+    return {"seconds": end - start, "warmup_ms": warmup_ms, "phase_us": phases}

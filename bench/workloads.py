@@ -27,7 +27,8 @@ PQ = "persist-queue"
 PQ_ASYNC = "persist-queue-async"
 JS_OURS = "ours-jetstream"  # rocksq_aio on a nats:// path (bench/jetstream.py)
 JS_RAW = "nats-py"  # the same workloads through nats-py directly
-SYSTEMS = (OURS, OURS_SYNC, OURS_NONBLOCKING, ROCKSQ, PQ, PQ_ASYNC, JS_OURS, JS_RAW)
+BARE_HOP = "bare-hop"  # no queue: one anyio.to_thread.run_sync(lambda: None) per operation
+SYSTEMS = (OURS, OURS_SYNC, OURS_NONBLOCKING, ROCKSQ, PQ, PQ_ASYNC, JS_OURS, JS_RAW, BARE_HOP)
 
 DURABILITY = {
     OURS: "RocksDB WAL, no fsync (default)",
@@ -38,6 +39,7 @@ DURABILITY = {
     PQ_ASYNC: "SQLite rollback journal, synchronous=FULL (fsyncs per commit)",
     JS_OURS: "JetStream file store: R1 no fsync, R3 acked by a quorum of 3 (no fsync)",
     JS_RAW: "JetStream file store: R1 no fsync, R3 acked by a quorum of 3 (no fsync)",
+    BARE_HOP: "none: no storage, only the thread hop every awaited operation pays",
 }
 
 # --baseline DIR: every "ours*" system also runs as "baseline-<name>", importing rocksq_aio
@@ -71,7 +73,9 @@ BATCHED = "batched"  # push BATCH per call, then pop BATCH per call
 MPMC = "mpmc"  # add N one per call, then every label reads all N one per call
 MPSC_ASYNC = "mpsc_async"  # P producer tasks, CONSUMERS consumer tasks on an event loop
 WRITE_READ_ASYNC = "write_read_async"  # WRITE_READ with await
-ASYNC_KINDS = (MPSC_ASYNC, WRITE_READ_ASYNC)
+SUBMIT_GET = "submit_get"  # nonblocking: each call's response get() at once (RocksQ's own usage)
+ONE_TASK = "one_task"  # one task awaiting each push, then each pop, on the workload's backend
+ASYNC_KINDS = (MPSC_ASYNC, WRITE_READ_ASYNC, ONE_TASK)
 # JetStream kinds (bench/jetstream.py), each on R1 and R3 streams.
 JS_PUSH = "js_push"  # P tasks, each awaiting one push([x]) / js.publish at a time
 JS_BATCH = "js_batch"  # BATCH items per call: push(items) / one atomic batch publish
@@ -91,6 +95,7 @@ class Workload:
     labels: int = 0
     producers: int = 0
     replicas: int = 0  # JetStream kinds: the stream's replicas (the server or the cluster)
+    backend: str = ""  # ONE_TASK: the anyio backend, "asyncio" (plain, no uvloop) or "trio"
 
     def runs_on(self, system: str) -> bool:
         """True if the system (or the system a baseline twin stands for) runs this workload."""
@@ -124,6 +129,8 @@ def jetstream_workloads() -> Iterator[Workload]:
                 replicas=replicas,
             )
 
+SUBMIT_GET_SYSTEMS = (OURS_NONBLOCKING, ROCKSQ)
+ONE_TASK_SYSTEMS = (OURS, BARE_HOP)
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
@@ -180,6 +187,41 @@ WORKLOADS: dict[str, Workload] = {
             "w1 with N/10 and await, vs persist-queue AsyncSQLiteQueue",
         ),
         *jetstream_workloads(),
+        Workload(
+            "w9a",
+            SUBMIT_GET,
+            SMALL,
+            "n",
+            SUBMIT_GET_SYSTEMS,
+            "nonblocking FIFO: push([x]).get() N, pop().get() N, len.get() N",
+        ),
+        Workload(
+            "w9b",
+            SUBMIT_GET,
+            SMALL,
+            "n",
+            SUBMIT_GET_SYSTEMS,
+            "nonblocking MPMC: add([x]).get() N, next(label).get() N, len.get() N",
+            labels=1,
+        ),
+        Workload(
+            "w10a",
+            ONE_TASK,
+            SMALL,
+            "n/10",
+            ONE_TASK_SYSTEMS,
+            "one task awaiting push N, pop N (asyncio) vs a bare to_thread hop per operation",
+            backend="asyncio",
+        ),
+        Workload(
+            "w10b",
+            ONE_TASK,
+            SMALL,
+            "n/10",
+            ONE_TASK_SYSTEMS,
+            "one task awaiting push N, pop N (trio) vs a bare to_thread hop per operation",
+            backend="trio",
+        ),
     )
 }
 
@@ -191,8 +233,10 @@ def api_of(kind: str, system: str) -> str:
         return "rocksq_aio (async, nats://)"
     if system == JS_RAW:
         return "nats-py (JetStream)"
+    if system == BARE_HOP:
+        return "anyio.to_thread.run_sync"
     if system == ROCKSQ:
-        return "rocksq.nonblocking" if kind == MPSC_ASYNC else "rocksq.blocking"
+        return "rocksq.nonblocking" if kind in (MPSC_ASYNC, SUBMIT_GET) else "rocksq.blocking"
     if system == OURS_NONBLOCKING:
         return "rocksq_aio.nonblocking"
     if system == PQ:

@@ -309,7 +309,12 @@ class Dispatcher:
         """Execute pending operations as one group; returns at once if none are pending."""
         with self._lock:
             with self._pending_lock:
-                group = self._take_group()
+                pending = self._pending
+                if len(pending) == 1:  # one caller: the group is its operation
+                    group = [pending.popleft()]
+                    group[0].stage = Stage.RUNNING
+                else:
+                    group = self._take_group()
             if not group:
                 return
             try:

@@ -116,6 +116,11 @@ class FifoEngine(QueueEngine, Protocol):
     def payload_size(self) -> int: ...
 
     @property
+    def payload_size_is_known(self) -> bool:
+        """True when ``payload_size`` is answered from memory, without I/O."""
+        ...
+
+    @property
     def pending(self) -> int:
         """Items reserved and not yet acked or nacked."""
         ...

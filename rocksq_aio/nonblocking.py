@@ -9,8 +9,6 @@ included), can be read more than once, and is awaitable:
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -29,7 +27,7 @@ from ._options import (
     MpmcOptions,
 )
 from ._types import BytesLike, ClosesOnExit, StartPosition
-from ._worker import Call, Task, Worker
+from ._worker import Call, Task, Worker, on_event_loop_thread
 
 __all__ = [
     "MpmcQueue",
@@ -122,30 +120,20 @@ class MpmcResponseVariant:
 VariantT = TypeVar("VariantT", ResponseVariant, MpmcResponseVariant)
 
 
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        pass
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            trio.lowlevel.current_trio_token()
-            return True
-        except RuntimeError:
-            pass
-    return False
-
-
 class _Response(Generic[VariantT]):
     __slots__ = ("_make_variant", "_task", "_variant", "_worker")
 
-    def __init__(self, worker: Worker, task: Task, make_variant: Callable[[Any], VariantT]) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        task: Task,
+        make_variant: Callable[[Any], VariantT],
+        variant: VariantT | None = None,
+    ) -> None:
         self._worker = worker
         self._task = task
         self._make_variant: Callable[[Any], VariantT] = make_variant
-        self._variant: VariantT | None = None
+        self._variant: VariantT | None = variant
 
     @property
     def is_ready(self) -> bool:
@@ -169,12 +157,13 @@ class _Response(Generic[VariantT]):
         Refused on an event loop's thread, where waiting would freeze the loop:
         ``await`` the response there.
         """
-        if _in_event_loop():
+        if on_event_loop_thread():
             raise QueueError(
                 "Response.get() would block the event loop; use `await response` in async code"
             )
         if self._task.stage is not Stage.DONE:
-            self._worker.wait(self._task)
+            # Runs the operation here if the worker's thread has not taken it.
+            self._worker.run_or_wait(self._task)
         return self._result()
 
     def __await__(self) -> Generator[Any, None, VariantT]:
@@ -198,6 +187,11 @@ class MpmcResponse(_Response[MpmcResponseVariant]):
 
 
 EngineT = TypeVar("EngineT", FifoEngine, MpmcEngine)
+ResponseT = TypeVar("ResponseT", Response, MpmcResponse)
+
+_ANSWERED = Call(lambda: None)
+"""The task of a Response answered when it was made."""
+_ANSWERED.run()
 
 
 class _NonblockingQueue(ClosesOnExit, Generic[EngineT]):
@@ -214,6 +208,21 @@ class _NonblockingQueue(ClosesOnExit, Generic[EngineT]):
         call = Call(function)
         self._worker.submit(call)
         return call
+
+    def _answer(
+        self,
+        response_type: type[ResponseT],
+        function: Callable[[], Any],
+        make_variant: Callable[[Any], Any],
+    ) -> ResponseT:
+        """The Response of an answer read from memory: ready at once when nothing is in flight.
+
+        ``function`` then runs in the caller's thread, which may be an event loop's.
+        """
+        worker = self._worker
+        if worker.idle:
+            return response_type(worker, _ANSWERED, make_variant, make_variant(function()))
+        return response_type(worker, self._submit(function), make_variant)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -266,6 +275,10 @@ def _mpmc_size(size: int) -> MpmcResponseVariant:
     return MpmcResponseVariant(size=size)
 
 
+def _labels(names: list[str]) -> MpmcResponseVariant:
+    return MpmcResponseVariant(labels=names)
+
+
 class PersistentQueueWithCapacity(_NonblockingQueue[FifoEngine]):
     """RocksQ's nonblocking FIFO queue."""
 
@@ -302,20 +315,18 @@ class PersistentQueueWithCapacity(_NonblockingQueue[FifoEngine]):
             self._worker, self._perform(_dispatch.pop_operation(max_elements)), ResponseVariant
         )
 
-    # As in RocksQ, these are answered by the worker, after every operation
-    # submitted before them.
+    # As in RocksQ, these are answered after every operation submitted before
+    # them; those read from memory are ready at once when none is in flight.
     @property
     def len(self) -> Response:
-        return Response(self._worker, self._submit(self._read_len), _length)
+        return self._answer(Response, self._read_len, _length)
 
     @property
     def payload_size(self) -> Response:
         engine = self._engine
-        return Response(
-            self._worker,
-            self._submit(lambda: engine.payload_size),
-            lambda n: ResponseVariant(size=n),
-        )
+        if engine.payload_size_is_known:
+            return self._answer(Response, lambda: engine.payload_size, _size)
+        return Response(self._worker, self._submit(lambda: engine.payload_size), _size)
 
     @property
     def disk_size(self) -> Response:
@@ -384,15 +395,11 @@ class MpmcQueue(_NonblockingQueue[MpmcEngine]):
     @property
     def labels(self) -> MpmcResponse:
         engine = self._engine
-        return MpmcResponse(
-            self._worker,
-            self._submit(lambda: engine.labels),
-            lambda names: MpmcResponseVariant(labels=names),
-        )
+        return self._answer(MpmcResponse, lambda: engine.labels, _labels)
 
     @property
     def len(self) -> MpmcResponse:
-        return MpmcResponse(self._worker, self._submit(self._read_len), _mpmc_length)
+        return self._answer(MpmcResponse, self._read_len, _mpmc_length)
 
     @property
     def disk_size(self) -> MpmcResponse:

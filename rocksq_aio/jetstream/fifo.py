@@ -110,6 +110,11 @@ class JetStreamFifo(JetStreamQueue):
         return self._length <= 0
 
     @property
+    def payload_size_is_known(self) -> bool:
+        """Always: the last known state needs no counting (see ``payload_size``)."""
+        return True
+
+    @property
     def payload_size(self) -> int:
         return max(0, self._payload)
 

@@ -146,6 +146,10 @@ class MemoryFifo(MemoryQueue):
         return self._store.payload_size
 
     @property
+    def payload_size_is_known(self) -> bool:
+        return True
+
+    @property
     def pending(self) -> int:
         """Items reserved and not yet acked or nacked."""
         return self._reserved_count

@@ -72,6 +72,11 @@ class RocksDBFifo(RocksDBQueue[FifoState]):
         return _format.encode_fifo_state(self._state)
 
     @property
+    def payload_size_is_known(self) -> bool:
+        """False until payload_size has counted the items once after an unclean shutdown."""
+        return self._state.payload_size < _format.PAYLOAD_UNKNOWN_FLOOR
+
+    @property
     def payload_size(self) -> int:
         """Sum of the stored items' sizes in bytes.
 

@@ -274,6 +274,21 @@ class RocksDBMpmc(LabelPositions, RocksDBQueue[MpmcState]):
         return _plan.plan_mpmc_expire(state, new_head, plan)
 
     def _execute(self, group: list[Operation]) -> None:
+        if len(group) == 1:
+            # One caller's one-item add or next: the blocking face's hot paths.
+            operation = group[0]
+            if operation.kind is OperationKind.ADD:
+                values = operation.arguments[0]
+                if len(values) == 1 and self._add_one_locked(values[0]):
+                    return
+            elif operation.kind is OperationKind.NEXT and operation.arguments[2] == 1:
+                label = operation.arguments[0]
+                saved = self._state.positions.get(label)
+                read = self._next_one_locked(label)
+                if read is not None and saved is not None:
+                    operation.result = read
+                    operation.token = saved.index  # where its item came from (give-backs)
+                    return
         plan = WritePlan()
         now_ms = self._now_ms()
         state = self._expire(self._state, now_ms, plan)
