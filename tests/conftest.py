@@ -25,7 +25,8 @@ def queue_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     Tests of modules marked ``contract`` run on every engine (see
     pytest_generate_tests); a test marked ``rocksdb_only`` checks what only
     the RocksDB engine has (files, crashes, the on-disk format), one marked
-    ``not_on(ENGINE, reason=...)`` a behaviour that differs on ENGINE by design.
+    ``not_on(ENGINE, reason=...)`` a behaviour that differs on ENGINE by design;
+    ``not_yet_on(ENGINE, reason=...)`` one ENGINE does not have yet (an open issue).
     A JetStream queue is a stream of its own on the session's server.
     """
     engine = getattr(request, "param", "rocksdb")
@@ -51,12 +52,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and definition.get_closest_marker("rocksdb_only") is None
     ):
         differs = {
-            marker.args[0]: marker.kwargs["reason"] for marker in definition.iter_markers("not_on")
+            marker.args[0]: f"differs on {marker.args[0]} by design: {marker.kwargs['reason']}"
+            for marker in definition.iter_markers("not_on")
+        } | {
+            marker.args[0]: f"not built on {marker.args[0]} yet: {marker.kwargs['reason']}"
+            for marker in definition.iter_markers("not_yet_on")
         }
         params = [
             pytest.param(
                 engine,
-                marks=pytest.mark.skip(reason=f"differs on {engine} by design: {differs[engine]}"),
+                marks=pytest.mark.skip(reason=differs[engine]),
             )
             if engine in differs
             else engine

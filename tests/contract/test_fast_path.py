@@ -28,7 +28,9 @@ from rocksq_aio import (
     nonblocking,
 )
 
-pytestmark = pytest.mark.contract
+from support.differences import LOCAL_WORKER_THREAD
+
+pytestmark = [pytest.mark.contract, LOCAL_WORKER_THREAD]
 
 WAIT = 30.0  # seconds; only reached when a test is broken
 

@@ -8,8 +8,9 @@ import rocksq_aio
 from rocksq_aio.blocking import MpmcQueue, PersistentQueueWithCapacity
 
 from support.clock import FakeClock
+from support.differences import CONSUMER_SEMANTICS_NOT_YET
 
-pytestmark = pytest.mark.contract
+pytestmark = [pytest.mark.contract, CONSUMER_SEMANTICS_NOT_YET]
 
 A, B, C = b"a", b"b", b"c"
 
