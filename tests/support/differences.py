@@ -77,3 +77,10 @@ LOCAL_WORKER_THREAD = pytest.mark.not_on(
     "in the calling thread, max_inflight_ops callers running the queue); the JetStream "
     "engine runs operations on its bridge's event loop",
 )
+
+
+MPMC_CANCELLATION_BUG = pytest.mark.not_yet_on(
+    "jetstream",
+    reason="known bug (issue 13): under random asyncio cancellation a JetStream MPMC label "
+    "missed items (683 of 691 delivered in one CI run, mode 'cancel'); the FIFO variant passes",
+)
