@@ -260,11 +260,7 @@ class Worker:
                         await self.give_back(give_back)
                 raise
             finally:
-                if engine.arrivals != self._seen_arrivals or (
-                    self._arrival is not None
-                    and engine.deadline_changes != self._armed_deadlines
-                ):
-                    self.announce_arrivals()
+                self.announce_arrivals()
         finally:
             slots.release()
         return operation.outcome()
