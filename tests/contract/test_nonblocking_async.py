@@ -12,6 +12,7 @@ from rocksq_aio import QueueError, QueueFullError, StartPosition
 from rocksq_aio.nonblocking import MpmcQueue, MpmcResponseVariant, Response, ResponseVariant
 
 from support.clock import FakeClock
+from support.differences import GATED_WORKER
 from support.nonblocking import GatedClock, fifo
 
 pytestmark = pytest.mark.contract
@@ -74,6 +75,7 @@ async def test_awaiting_mpmc_responses(queue_path: str, clock: FakeClock) -> Non
         assert (await queue.remove_label("r")).removed_label is True
 
 
+@GATED_WORKER
 @pytest.mark.anyio
 async def test_get_in_event_loop_raises_instead_of_blocking(
     queue_path: str, gated_clock: GatedClock
@@ -95,6 +97,7 @@ async def test_get_in_event_loop_raises_instead_of_blocking(
         assert (await queue.next("r", Oldest, 5)).data == ([b"a"], False)
 
 
+@GATED_WORKER
 @pytest.mark.anyio
 async def test_cancelled_await_leaves_the_response_readable(
     queue_path: str, gated_clock: GatedClock
